@@ -1,0 +1,305 @@
+"""The ``reasonmaxxer`` command line: a thin layer over the stage modules.
+
+Every stage's flags are generated from its config dataclass (name, type, help text), so the
+flags, the YAML keys and the recorded config can never drift apart. Bad input is one line on
+stderr and exit status 2; an interrupt keeps finished work and says how to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+
+import click
+
+from .config import (
+    EvalConfig,
+    ModelConfig,
+    PromptConfig,
+    RunConfig,
+    SampleConfig,
+    SelectConfig,
+    TrainConfig,
+    _base_type,
+    build_run_config,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+    merge,
+    to_dict,
+)
+from .errors import UserError
+
+CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def config_options(cls: type, *, skip: tuple[str, ...] = ()):
+    """Decorator adding one ``--flag`` per dataclass field; unset flags arrive as None."""
+
+    def decorate(fn):
+        hints = typing.get_type_hints(cls)
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
+                continue
+            tp, _ = _base_type(hints[f.name])
+            flag = f.name.replace("_", "-")
+            default = f.default if f.default is not dataclasses.MISSING else "…"
+            help_text = f"{f.metadata.get('help', '')} [default: {default}]"
+            if tp is bool:
+                opt = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)
+            else:
+                choices = f.metadata.get("choices")
+                ctype = click.Choice(choices) if choices else CLICK_TYPES[tp]
+                opt = click.option(f"--{flag}", f.name, type=ctype, default=None, help=help_text)
+            fn = opt(fn)
+        return fn
+
+    return decorate
+
+
+def pick(cls: type, kwargs: dict) -> dict:
+    """The subset of CLI kwargs that belong to ``cls`` and were given."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in kwargs.items() if k in names and v is not None}
+
+
+def parse_sets(sets: tuple[str, ...]) -> dict:
+    """``--set train.lr=3e-4`` → ``{"train": {"lr": "3e-4"}}`` (types are checked by the config)."""
+    out: dict = {}
+    for item in sets:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set expects section.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = None if value.lower() in ("none", "null") else value
+    return out
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="reasonmaxxer")
+def cli() -> None:
+    """Improve a model's math reasoning without RL (entropy-gated contrastive LoRA), and
+    analyse why it works."""
+
+
+def _stage_config(run_dir: Path | None, config: str | None, overrides: dict) -> RunConfig:
+    """Defaults ← run dir's config.yaml (if any) ← --config YAML ← flags."""
+    data = to_dict(build_run_config())
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        data = merge(data, load_yaml(run_dir / "config.yaml"))
+    if config:
+        data = merge(data, load_yaml(config))
+    data = merge(data, overrides)
+    return from_dict(RunConfig, data)
+
+
+def _threads(model_cfg: ModelConfig) -> None:
+    if model_cfg.threads:
+        import torch
+
+        torch.set_num_threads(model_cfg.threads)
+
+
+@cli.command("eval")
+@config_options(ModelConfig)
+@config_options(PromptConfig)
+@config_options(EvalConfig)
+@click.option("--adapter", type=click.Path(), default=None, help="PEFT adapter folder to apply")
+@click.option(
+    "--config", "config", type=click.Path(), default=None, help="YAML config to start from"
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    required=True,
+    help="output folder for results.json and samples.jsonl",
+)
+def eval_cmd(adapter, config, out, **kw) -> None:
+    """Evaluate a model (optionally + adapter) on benchmarks: greedy pass@1, avg@k, pass@k."""
+    from .evaluation import evaluate, results_table
+
+    cfg = _stage_config(
+        None,
+        config,
+        {
+            "model": pick(ModelConfig, kw),
+            "prompt": pick(PromptConfig, kw),
+            "eval": pick(EvalConfig, kw),
+        },
+    )
+    _threads(cfg.model)
+    record = evaluate(cfg.model, cfg.prompt, cfg.eval, out, adapter=adapter)
+    console = _console()
+    console.print(
+        results_table(
+            record, title=f"eval: {record['model']['spec']}" + (f" + {adapter}" if adapter else "")
+        )
+    )
+    console.print(
+        f"wrote {Path(out) / 'results.json'} and samples.jsonl ({record['wall_time_s']:.0f}s)"
+    )
+
+
+def _save_config(run_dir: Path, cfg: RunConfig) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+
+
+@cli.command("sample")
+@config_options(ModelConfig)
+@config_options(PromptConfig)
+@config_options(SampleConfig)
+@click.option(
+    "--config", "config", type=click.Path(), default=None, help="YAML config to start from"
+)
+@click.option(
+    "--out", type=click.Path(), required=True, help="run folder (created; resumed if it exists)"
+)
+def sample_cmd(config, out, **kw) -> None:
+    """Sample K rollouts per training problem from the frozen base (resumable)."""
+    from .sampling import sample
+
+    run_dir = Path(out)
+    cfg = _stage_config(
+        run_dir,
+        config,
+        {
+            "model": pick(ModelConfig, kw),
+            "prompt": pick(PromptConfig, kw),
+            "sample": pick(SampleConfig, kw),
+        },
+    )
+    _threads(cfg.model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save_config(run_dir, cfg)
+    s = sample(run_dir, cfg)
+    _console().print(
+        f"{s['problems']} problems × {cfg.sample.k} rollouts, mean reward {s['mean_reward']:.3f}, "
+        f"{s['mixed_problems']} mixed / {s['all_correct']} all-correct / {s['all_wrong']} all-wrong "
+        f"→ {run_dir / 'rollouts.jsonl'}"
+    )
+
+
+@cli.command("select")
+@click.argument("run_dir", type=click.Path())
+@config_options(SelectConfig)
+@click.option(
+    "--config", "config", type=click.Path(), default=None, help="YAML config to start from"
+)
+def select_cmd(run_dir, config, **kw) -> None:
+    """Keep mixed-success problems, compute base entropies, mark decision points."""
+    from .selection import select
+
+    run_dir = Path(run_dir)
+    cfg = _stage_config(run_dir, config, {"select": pick(SelectConfig, kw)})
+    _threads(cfg.model)
+    s = select(run_dir, cfg)
+    _save_config(run_dir, cfg)
+    tau = f"{s['tau']:.3f}" if s["tau"] is not None else "-"
+    _console().print(
+        f"kept {s['problems_kept']}/{s['problems_total']} problems, {s['rollouts_kept']} rollouts; "
+        f"gate={s['gate']} τ={tau} nats marks {s['decision_tokens']}/{s['tokens']} tokens "
+        f"({100 * s['frac_marked']:.1f}%) → {run_dir / 'selection.jsonl'}"
+    )
+
+
+@cli.command("train")
+@click.argument("run_dir", type=click.Path())
+@config_options(TrainConfig)
+@click.option(
+    "--config", "config", type=click.Path(), default=None, help="YAML config to start from"
+)
+def train_cmd(run_dir, config, **kw) -> None:
+    """Train the LoRA adapter with the decision-point loss and the KL anchor."""
+    from .training import train
+
+    run_dir = Path(run_dir)
+    cfg = _stage_config(run_dir, config, {"train": pick(TrainConfig, kw)})
+    _threads(cfg.model)
+    s = train(run_dir, cfg)
+    _save_config(run_dir, cfg)
+    _console().print(
+        f"{s['steps']} steps on {s['rollouts']} rollouts in {s['wall_time_s']:.0f}s; "
+        f"trainable {100 * s['trainable_frac']:.2f}% of parameters → {run_dir / 'adapter'}"
+    )
+
+
+@cli.command("run")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(),
+    default=None,
+    help="YAML config (default: the packaged one)",
+)
+@click.option(
+    "--out", type=click.Path(), default="runs/default", show_default=True, help="run folder"
+)
+@click.option("--model", default=None, help="model: 'default', a HF id, a folder or a .gguf")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="override any config field, e.g. --set train.lr=3e-4",
+)
+def run_cmd(config, out, model, sets) -> None:
+    """The whole method from one YAML config: sample → select → train → eval → compare."""
+    from .pipeline import comparison_table, run
+
+    overrides = parse_sets(sets)
+    if model:
+        overrides.setdefault("model", {})["model"] = model
+    cfg = _stage_config(None, config, overrides)
+    _threads(cfg.model)
+    console = _console()
+    manifest = run(cfg, out, console=console)
+    console.print(comparison_table(manifest))
+    console.print(f"run folder: {out} (manifest.json, config.yaml, adapter/)")
+
+
+@cli.command("benchmarks")
+def benchmarks_cmd() -> None:
+    """List the bundled benchmarks and the arith generator's spec syntax."""
+    from .data import BUNDLED, load_benchmark
+
+    console = _console()
+    for name in BUNDLED:
+        console.print(f"{name:16s} {len(load_benchmark(name)):6d} problems")
+    console.print(
+        "arith:level=1..5,n=N,split=train|eval|all,seed=S,style=expr|word|mixed  (synthetic)"
+    )
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo(
+            "interrupted: finished work is kept; re-run the same command to resume", err=True
+        )
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted: finished work is kept; re-run the same command to resume", err=True
+        )
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

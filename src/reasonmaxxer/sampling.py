@@ -1,0 +1,181 @@
+"""``reasonmaxxer sample``: K rollouts per training problem from the frozen base model.
+
+Problems are processed in fixed chunks. Each chunk is generated with its own seed
+(derived from the run seed and the chunk index) and appended to ``rollouts.jsonl`` in one
+fsync'd write, so a run killed at any moment (``kill -9`` included) and started again keeps
+every finished chunk, drops a torn tail, samples only what is missing, and ends with exactly
+the rollouts an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from .config import RunConfig
+from .data import Problem, load_benchmark
+from .errors import UserError
+from .generation import HFGenerator, SamplingParams
+from .grading import grade
+from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
+from .prompting import build_prompt, stop_strings
+from .runinfo import Timer
+
+ROLLOUTS = "rollouts.jsonl"
+
+
+def sampler_settings(cfg: RunConfig, model_fingerprint: str | None) -> dict:
+    """What must match for rollouts on disk to be reused by a resumed run."""
+    s = cfg.sample
+    return {
+        "model": cfg.model.model,
+        "model_fingerprint": model_fingerprint,
+        "gen_dtype": cfg.model.gen_dtype,
+        "train": s.train,
+        "limit": s.limit,
+        "k": s.k,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "max_new_tokens": s.max_new_tokens,
+        "chunk_problems": s.chunk_problems,
+        "batch_size": s.batch_size,
+        "seed": s.seed,
+        "prompt": {
+            "template": cfg.prompt.prompt_template,
+            "system": cfg.prompt.system_prompt,
+            "chat": cfg.prompt.chat_template,
+        },
+    }
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    return (seed * 1_000_003 + chunk) % (2**31 - 1)
+
+
+def load_finished_chunks(path: Path, expected: dict[int, int], shash: str) -> dict[int, list[dict]]:
+    """Rows of every complete chunk on disk; ``expected`` maps chunk -> number of rows."""
+    if not path.is_file():
+        return {}
+    by_chunk: dict[int, list[dict]] = defaultdict(list)
+    for row in iter_jsonl(path, tolerate_torn_tail=True):
+        if row.get("settings_hash") != shash:
+            raise UserError(
+                f"{path} was sampled with different settings (model, k, temperature, seed, ...); "
+                "use a new --out folder or delete the file"
+            )
+        by_chunk[row["chunk"]].append(row)
+    done = {}
+    for c, rows in by_chunk.items():
+        keys = {(r["problem_id"], r["rollout"]) for r in rows}
+        if c in expected and len(keys) == expected[c] == len(rows):
+            done[c] = rows
+    return done
+
+
+def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | None = None) -> dict:
+    """Sample (or finish sampling) ``rollouts.jsonl`` in ``run_dir``; returns summary stats."""
+    from .models import load_model
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    s = cfg.sample
+    problems = problems if problems is not None else load_benchmark(s.train, limit=s.limit)
+    if not problems:
+        raise UserError(f"no training problems in {s.train!r}")
+    chunks = [problems[i : i + s.chunk_problems] for i in range(0, len(problems), s.chunk_problems)]
+    expected = {c: len(ch) * s.k for c, ch in enumerate(chunks)}
+
+    with Timer() as wall:
+        model, tok, info = load_model(
+            cfg.model.model,
+            dtype=cfg.model.gen_dtype,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        settings = sampler_settings(cfg, info.fingerprint)
+        shash = settings_hash(settings)
+        path = run_dir / ROLLOUTS
+        done = load_finished_chunks(path, expected, shash)
+        # Rewrite without torn or partial chunks, so appends continue from a clean file.
+        atomic_write_jsonl(path, [r for c in sorted(done) for r in done[c]])
+        gen = HFGenerator(model, tok, batch_size=s.batch_size, stop=stop_strings(tok, cfg.prompt))
+        params = SamplingParams(s.max_new_tokens, s.temperature, s.top_p, n=s.k)
+        pending = [c for c in range(len(chunks)) if c not in done]
+        for n_done, c in enumerate(pending):
+            chunk = chunks[c]
+            prompts = [build_prompt(tok, p.problem, cfg.prompt) for p in chunk]
+            seed = chunk_seed(s.seed, c)
+            desc = f"sample chunk {c + 1}/{len(chunks)} ({len(done) + n_done} done)"
+            outs = gen.generate(prompts, params, seed=seed, desc=desc)
+            rows = []
+            for p, prompt, comps in zip(chunk, prompts, outs, strict=True):
+                for j, comp in enumerate(comps):
+                    g = grade(comp.text, p.answer, timeout_s=s.grader_timeout)
+                    rows.append(
+                        {
+                            "chunk": c,
+                            "problem_id": p.id,
+                            "benchmark": p.benchmark,
+                            "rollout": j,
+                            "answer": p.answer,
+                            "prompt": prompt,
+                            "prompt_ids": comp.prompt_ids,
+                            "completion": comp.text,
+                            "completion_ids": comp.token_ids,
+                            "finish": comp.finish,
+                            "extracted": g.extracted,
+                            "rule": g.rule,
+                            "timed_out": g.timed_out,
+                            "reward": 1.0 if g.correct else 0.0,
+                            "seed": seed,
+                            "settings_hash": shash,
+                        }
+                    )
+            append_jsonl(path, rows)
+
+    rows = list(iter_jsonl(path))
+    summary = summarize_rollouts(rows, s.k)
+    summary.update(
+        {
+            "settings": settings,
+            "settings_hash": shash,
+            "model": info.to_dict(),
+            "chunks": len(chunks),
+            "chunks_resumed": len(done),
+            "generation": {
+                "sequences": gen.stats.sequences,
+                "tokens": gen.stats.tokens,
+                "seconds": gen.stats.seconds,
+            },
+            "wall_time_s": wall.seconds,
+        }
+    )
+    atomic_write_json(run_dir / "sample.json", summary)
+    return summary
+
+
+def summarize_rollouts(rows: list[dict], k: int) -> dict:
+    """Pass-rate histogram and counts over the rollouts of a run."""
+    by_problem: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        by_problem[r["problem_id"]].append(r["reward"])
+    rates = [sum(v) / len(v) for v in by_problem.values()]
+    hist = [0] * (k + 1)
+    for v in by_problem.values():
+        hist[round(sum(v))] += 1
+    return {
+        "problems": len(by_problem),
+        "rollouts": len(rows),
+        "mean_reward": sum(r["reward"] for r in rows) / len(rows) if rows else 0.0,
+        "mixed_problems": sum(0 < p < 1 for p in rates),
+        "all_correct": sum(p == 1 for p in rates),
+        "all_wrong": sum(p == 0 for p in rates),
+        "pass_count_hist": hist,
+        "tokens": sum(len(r["completion_ids"]) for r in rows),
+        "timeouts": sum(r["timed_out"] for r in rows),
+    }

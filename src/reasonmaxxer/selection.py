@@ -1,0 +1,229 @@
+"""``reasonmaxxer select``: edge-of-competence problems, base entropies, decision points.
+
+1. Pass rate per problem over its K rollouts; keep ``min_pass < p < max_pass`` (default: the
+   mixed-success problems), optionally only the N closest to 0.5, optionally dropping the
+   longest fraction of rollouts (the paper drops 20%).
+2. Group-normalised advantages, computed on the full group before any rollout is dropped.
+3. Base entropy of every generated token by teacher-forcing the stored token ids (one forward
+   pass per batch, never re-generation). Entropies are cached per rollout in
+   ``entropies.jsonl`` (appended batch by batch), so a re-run with another gate or τ costs
+   nothing and an interrupted one resumes.
+4. Decision points by τ (nats) or a top fraction, with the ``entropy | all | random | low``
+   gates for the controls.
+
+Writes ``selection.jsonl`` (one row per kept rollout: ids, advantage, entropies, decision
+positions) and ``selection.json`` (the statistics and histograms the report plots).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import UserError
+from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
+from .runinfo import Timer
+from .sampling import ROLLOUTS
+
+ENTROPIES = "entropies.jsonl"
+SELECTION = "selection.jsonl"
+
+
+def pass_rates(rows: list[dict]) -> dict[str, float]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[r["problem_id"]].append(r["reward"])
+    return {pid: sum(v) / len(v) for pid, v in groups.items()}
+
+
+def choose_problems(
+    rates: dict[str, float], min_pass: float, max_pass: float, max_problems: int | None
+) -> list[str]:
+    """Problems with ``min_pass < rate < max_pass``; with ``max_problems``, those closest to 0.5
+    (ties broken by original order, so the choice is deterministic)."""
+    order = {pid: i for i, pid in enumerate(rates)}
+    kept = [pid for pid, p in rates.items() if min_pass < p < max_pass]
+    if max_problems is not None and len(kept) > max_problems:
+        kept = sorted(kept, key=lambda pid: (abs(rates[pid] - 0.5), order[pid]))[:max_problems]
+        kept.sort(key=order.__getitem__)
+    return kept
+
+
+def teacher_forced_logits(model, batch: list[dict]):
+    """Right-padded forward pass of prompt+completion; returns per-row completion logits.
+
+    The logit at position ``t`` predicts token ``t+1``, so completion token ``j`` of a row
+    with prompt length ``P`` is scored by the logit at ``P + j - 1``.
+    Returns ``(logits [B, L, V], starts [B], lengths [B])``.
+    """
+    import torch
+
+    seqs = [r["prompt_ids"] + r["completion_ids"] for r in batch]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
+    logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits
+    starts = [len(r["prompt_ids"]) - 1 for r in batch]
+    lengths = [len(r["completion_ids"]) for r in batch]
+    return logits, starts, lengths
+
+
+def compute_entropies(
+    run_dir: Path, rows: list[dict], cfg: RunConfig
+) -> dict[tuple[str, int], list[float]]:
+    """Base entropy (nats) of every completion token of ``rows``, cached in entropies.jsonl."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .losses import entropy_from_logits
+    from .models import load_model
+
+    path = run_dir / ENTROPIES
+    cache: dict[tuple[str, int], list[float]] = {}
+    if path.is_file():
+        for r in iter_jsonl(path, tolerate_torn_tail=True):
+            cache[(r["problem_id"], r["rollout"])] = r["entropy"]
+        atomic_write_jsonl(
+            path, [{"problem_id": p, "rollout": j, "entropy": h} for (p, j), h in cache.items()]
+        )
+    todo = [r for r in rows if (r["problem_id"], r["rollout"]) not in cache]
+    if not todo:
+        return cache
+    model, _, _ = load_model(
+        cfg.model.model, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+    )
+    todo.sort(key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
+    bs = cfg.select.batch_size
+    with torch.inference_mode():
+        for b in tqdm(range(0, len(todo), bs), desc="entropy (teacher-forced)", unit="batch"):
+            batch = todo[b : b + bs]
+            logits, starts, lengths = teacher_forced_logits(model, batch)
+            out = []
+            for i, r in enumerate(batch):
+                h = entropy_from_logits(logits[i, starts[i] : starts[i] + lengths[i]])
+                ent = [round(float(x), 5) for x in h]
+                cache[(r["problem_id"], r["rollout"])] = ent
+                out.append({"problem_id": r["problem_id"], "rollout": r["rollout"], "entropy": ent})
+            append_jsonl(path, out)
+    return cache
+
+
+def quantiles(values: list[float], qs=(0.5, 0.9, 0.95, 0.99)) -> dict[str, float]:
+    if not values:
+        return {}
+    s = sorted(values)
+    return {f"p{round(q * 100)}": s[min(len(s) - 1, int(q * len(s)))] for q in qs}
+
+
+def histogram(
+    values: list[float], bins: int = 40, lo: float = 0.0, hi: float | None = None
+) -> dict:
+    hi = hi if hi is not None else (max(values) if values else 1.0)
+    width = (hi - lo) / bins or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, max(0, int((v - lo) / width)))] += 1
+    return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts}
+
+
+def select(run_dir: str | Path, cfg: RunConfig) -> dict:
+    """Run the selection stage on ``run_dir/rollouts.jsonl``; returns ``selection.json``."""
+    import torch
+
+    from .losses import decision_mask, group_advantages
+
+    run_dir = Path(run_dir)
+    sc = cfg.select
+    if not (run_dir / ROLLOUTS).is_file():
+        raise UserError(
+            f"{run_dir / ROLLOUTS} not found: run `reasonmaxxer sample --out {run_dir}` first"
+        )
+    with Timer() as wall:
+        rows = list(iter_jsonl(run_dir / ROLLOUTS))
+        rates = pass_rates(rows)
+        kept_ids = choose_problems(rates, sc.min_pass, sc.max_pass, sc.max_problems)
+        if not kept_ids:
+            raise UserError(
+                f"no problem has a pass rate in ({sc.min_pass}, {sc.max_pass}) over {len(rates)} problems: "
+                "the task is too easy or too hard for this model (try other problems or a larger --k)"
+            )
+        index = {pid: i for i, pid in enumerate(rates)}
+        kept_set = set(kept_ids)
+        kept = [r for r in rows if r["problem_id"] in kept_set]
+        adv = group_advantages(
+            torch.tensor([r["reward"] for r in kept], dtype=torch.float32),
+            torch.tensor([index[r["problem_id"]] for r in kept]),
+        )
+        for r, a in zip(kept, adv.tolist(), strict=True):
+            r["advantage"] = a
+        n_before = len(kept)
+        if sc.drop_longest > 0:
+            n_drop = int(sc.drop_longest * len(kept))
+            by_len = sorted(range(len(kept)), key=lambda i: (-len(kept[i]["completion_ids"]), i))
+            dropped = set(by_len[:n_drop])
+            kept = [r for i, r in enumerate(kept) if i not in dropped]
+        kept = [r for r in kept if r["completion_ids"]]
+
+        ent = compute_entropies(run_dir, kept, cfg)
+        t_max = max(len(r["completion_ids"]) for r in kept)
+        h = torch.zeros((len(kept), t_max))
+        comp = torch.zeros((len(kept), t_max), dtype=torch.bool)
+        for i, r in enumerate(kept):
+            e = ent[(r["problem_id"], r["rollout"])]
+            h[i, : len(e)] = torch.tensor(e)
+            comp[i, : len(e)] = True
+        gen = torch.Generator().manual_seed(sc.seed)
+        mask, tau = decision_mask(
+            h, comp, tau=sc.tau, top_frac=sc.top_frac, gate=sc.gate, generator=gen
+        )
+
+        out_rows = []
+        for i, r in enumerate(kept):
+            n = len(r["completion_ids"])
+            out_rows.append(
+                {
+                    "problem_id": r["problem_id"],
+                    "rollout": r["rollout"],
+                    "reward": r["reward"],
+                    "advantage": r["advantage"],
+                    "prompt_ids": r["prompt_ids"],
+                    "completion_ids": r["completion_ids"],
+                    "entropy": ent[(r["problem_id"], r["rollout"])],
+                    "decision": mask[i, :n].nonzero().flatten().tolist(),
+                }
+            )
+        atomic_write_jsonl(run_dir / SELECTION, out_rows)
+
+    all_h = h[comp].tolist()
+    marked = int(mask.sum())
+    k = max(len([r for r in rows if r["problem_id"] == rows[0]["problem_id"]]), 1)
+    hist = [0] * (k + 1)
+    for p in rates.values():
+        hist[round(p * k)] += 1
+    stats = {
+        "problems_total": len(rates),
+        "problems_kept": len(kept_ids),
+        "rollouts_kept": len(kept),
+        "rollouts_dropped_long": n_before - len(kept),
+        "positive_rollouts": sum(r["advantage"] > 0 for r in kept),
+        "negative_rollouts": sum(r["advantage"] < 0 for r in kept),
+        "tokens": len(all_h),
+        "decision_tokens": marked,
+        "frac_marked": marked / max(len(all_h), 1),
+        "tau": tau if math.isfinite(tau) else None,
+        "gate": sc.gate,
+        "entropy_quantiles": quantiles(all_h),
+        "entropy_mean": sum(all_h) / max(len(all_h), 1),
+        "entropy_hist": histogram(all_h),
+        "pass_count_hist": hist,
+        "k": k,
+        "window": [sc.min_pass, sc.max_pass],
+        "wall_time_s": wall.seconds,
+    }
+    atomic_write_json(run_dir / "selection.json", stats)
+    return stats

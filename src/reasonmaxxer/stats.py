@@ -1,0 +1,82 @@
+"""Confidence intervals and paired tests for accuracy numbers (pure Python, no scipy)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion; (0, 0) when n = 0."""
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al., 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of per-problem values (resampling problems)."""
+    if not values:
+        return 0.0, 0.0
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    return means[int(alpha / 2 * n_boot)], means[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+
+
+def mcnemar_exact(base: Sequence[bool], new: Sequence[bool]) -> dict:
+    """Exact two-sided McNemar test on paired correctness.
+
+    Only discordant pairs count: ``gained`` (wrong → right) and ``lost`` (right → wrong).
+    Under H0 each discordant pair is a fair coin, so p = P(Binomial(g+l, 1/2) as extreme).
+    """
+    if len(base) != len(new):
+        raise ValueError("paired samples must have the same length")
+    gained = sum(1 for b, a in zip(base, new, strict=True) if a and not b)
+    lost = sum(1 for b, a in zip(base, new, strict=True) if b and not a)
+    n = gained + lost
+    if n == 0:
+        p = 1.0
+    else:
+        tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n
+        p = min(1.0, 2 * tail)
+    return {"gained": gained, "lost": lost, "n": len(base), "p_value": p}
+
+
+def paired_bootstrap(
+    base: Sequence[float], new: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+) -> dict:
+    """Paired bootstrap of the mean difference (new − base) over problems.
+
+    The p-value is two-sided: twice the share of resampled differences on the far side of 0.
+    """
+    if len(base) != len(new):
+        raise ValueError("paired samples must have the same length")
+    n = len(base)
+    diffs = [a - b for b, a in zip(base, new, strict=True)]
+    if n == 0:
+        return {"diff": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0, "n": 0}
+    rng = random.Random(seed)
+    boots = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    mean = sum(diffs) / n
+    below = sum(1 for d in boots if d <= 0) / n_boot
+    above = sum(1 for d in boots if d >= 0) / n_boot
+    return {
+        "diff": mean,
+        "ci95": [boots[int(0.025 * n_boot)], boots[min(n_boot - 1, int(0.975 * n_boot))]],
+        "p_value": min(1.0, 2 * min(below, above)),
+        "n": n,
+    }

@@ -1,0 +1,228 @@
+"""``reasonmaxxer train``: the entropy-gated contrastive LoRA update.
+
+π_ref is the same network with the adapter disabled, so one copy of the weights is in memory.
+Each micro-batch runs π_ref (no grad) and π_θ on the stored token ids; the loss (``losses``)
+applies the contrastive / bounded term at decision points and the KL anchor elsewhere.
+Writes ``train_log.jsonl`` (one row per optimizer step) and ``adapter/`` in PEFT format.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import UserError
+from .io import append_jsonl, atomic_write_json, iter_jsonl
+from .runinfo import Timer
+from .selection import SELECTION
+
+ADAPTER = "adapter"
+
+
+def build_batch(rows: list[dict]):
+    """Right-padded inputs and target-aligned masks for a micro-batch.
+
+    Returns a dict of tensors: ``input_ids``/``attention_mask`` [B, L]; ``targets`` [B, L-1]
+    (token t+1, scored by the logit at t); ``completion``/``decision`` [B, L-1] bool masks on
+    target positions (prompt and padding positions carry no loss); ``advantages`` [B].
+    """
+    import torch
+
+    seqs = [r["prompt_ids"] + r["completion_ids"] for r in rows]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    completion = torch.zeros((len(rows), width - 1), dtype=torch.bool)
+    decision = torch.zeros((len(rows), width - 1), dtype=torch.bool)
+    for i, (r, s) in enumerate(zip(rows, seqs, strict=True)):
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
+        start = len(r["prompt_ids"]) - 1  # target index of completion token 0
+        completion[i, start : start + len(r["completion_ids"])] = True
+        for j in r["decision"]:
+            decision[i, start + j] = True
+    return {
+        "input_ids": ids,
+        "attention_mask": attn,
+        "targets": ids[:, 1:],
+        "completion": completion,
+        "decision": decision,
+        "advantages": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
+    }
+
+
+def lora_model(model, cfg: RunConfig):
+    from peft import LoraConfig, get_peft_model
+
+    t = cfg.train
+    targets = [m.strip() for m in t.lora_targets.split(",") if m.strip()]
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [m for m in targets if m not in names]
+    if missing:
+        raise UserError(f"--lora-targets: no module named {', '.join(missing)} in this model")
+    config = LoraConfig(
+        r=t.lora_r,
+        lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def step_loss(model, batch: dict, cfg: RunConfig):
+    """One micro-batch: (loss, stats). The only place the model meets the pure loss."""
+    import torch
+
+    from .losses import kl_ref_to_policy, reasonmaxxer_loss, selective_log_softmax
+
+    t = cfg.train
+    # Score only from the first completion position on: prompt logits carry no loss.
+    first = int(batch["completion"].float().argmax(dim=1).min())
+    sl = slice(first, None)
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad(), model.disable_adapter():
+        ref_logits = model(**kwargs).logits[:, :-1][:, sl].float()  # [B, T, V]
+    logits = model(**kwargs).logits[:, :-1][:, sl].float()  # [B, T, V]
+    targets = batch["targets"][:, sl]
+    completion = batch["completion"][:, sl]
+    decision = batch["decision"][:, sl] & completion
+    logp = selective_log_softmax(logits, targets)
+    ref_logp = selective_log_softmax(ref_logits, targets)
+    kl = kl_ref_to_policy(ref_logits, logits)
+    loss, stats = reasonmaxxer_loss(
+        logp,
+        ref_logp,
+        kl,
+        batch["advantages"],
+        decision,
+        completion & ~decision,
+        kind=t.loss,
+        lam=t.lam,
+        neg_weight=t.neg_weight,
+        beta=t.beta,
+    )
+    with torch.no_grad():
+        moved = (logp - ref_logp)[decision]
+        adv = batch["advantages"][:, None].expand_as(decision)[decision]
+        stats["dec_up_frac_pos"] = (
+            float((moved[adv > 0] > 0).float().mean()) if (adv > 0).any() else float("nan")
+        )
+        stats["dec_down_frac_neg"] = (
+            float((moved[adv < 0] < 0).float().mean()) if (adv < 0).any() else float("nan")
+        )
+        stats["kl_all"] = float(kl[completion].mean()) if completion.any() else 0.0
+    return loss, stats
+
+
+def lr_at(step: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up to ``base_lr``, then constant (the paper's recipe is this short)."""
+    return base_lr * min(1.0, (step + 1) / max(warmup, 1))
+
+
+def save_adapter(model, out: Path) -> None:
+    """Save the PEFT adapter atomically (safetensors + adapter_config.json)."""
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def train(run_dir: str | Path, cfg: RunConfig) -> dict:
+    """Train the adapter on ``run_dir/selection.jsonl``; returns the training summary."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .models import load_model
+
+    run_dir = Path(run_dir)
+    t = cfg.train
+    if not (run_dir / SELECTION).is_file():
+        raise UserError(
+            f"{run_dir / SELECTION} not found: run `reasonmaxxer select {run_dir}` first"
+        )
+    rows = list(iter_jsonl(run_dir / SELECTION))
+    if t.positive_only:
+        rows = [r for r in rows if r["advantage"] > 0]
+    if not rows:
+        raise UserError("no rollouts to train on after selection")
+
+    torch.manual_seed(t.seed)
+    rng = random.Random(t.seed)
+    model, _, info = load_model(
+        cfg.model.model, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+    )
+    model = lora_model(model, cfg)
+    model.train()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+    per_step = t.batch_size * t.grad_accum
+    steps = math.ceil(t.epochs * len(rows) / per_step)
+    if t.max_steps is not None:
+        steps = min(steps, t.max_steps)
+    log_path = run_dir / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    order: list[dict] = []
+    bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True)
+    with Timer() as wall:
+        for step in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, t.lr, t.warmup_steps)
+            acc: dict[str, float] = {}
+            for _ in range(t.grad_accum):
+                if len(order) < t.batch_size:
+                    epoch_rows = rows[:]
+                    rng.shuffle(epoch_rows)
+                    order.extend(epoch_rows)
+                micro, order = order[: t.batch_size], order[t.batch_size :]
+                loss, stats = step_loss(model, build_batch(micro), cfg)
+                (loss / t.grad_accum).backward()
+                for key, v in stats.items():
+                    acc[key] = acc.get(key, 0.0) + v / t.grad_accum
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            record = {
+                "step": step + 1,
+                "epoch": (step + 1) * per_step / len(rows),
+                "lr": opt.param_groups[0]["lr"],
+                "grad_norm": grad_norm,
+                **{f"train/{k}": v for k, v in acc.items()},
+            }
+            append_jsonl(log_path, [record])
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{acc['loss']:.3f}",
+                dec=f"{acc['loss_dec']:.3f}",
+                kl=f"{acc['loss_anchor']:.4f}",
+            )
+    bar.close()
+    save_adapter(model, run_dir / ADAPTER)
+    summary = {
+        "steps": steps,
+        "rollouts": len(rows),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_frac": trainable / total,
+        "tokens_processed": sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in rows)
+        * steps
+        * per_step
+        // len(rows),
+        "wall_time_s": wall.seconds,
+        "model": info.to_dict(),
+    }
+    atomic_write_json(run_dir / "train.json", summary)
+    return summary
