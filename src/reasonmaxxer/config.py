@@ -177,6 +177,7 @@ class TrainConfig:
     grad_accum: int = _f(1, "forward passes per optimizer step")
     warmup_steps: int = _f(5, "linear learning-rate warm-up")
     max_grad_norm: float = _f(1.0, "gradient clipping")
+    autocast: str = _f("bfloat16", "mixed precision for forward passes (~2.5x faster on AVX512-BF16 CPUs)", ("bfloat16", "off"))
     lora_r: int = _f(32, "LoRA rank")
     lora_alpha: int = _f(64, "LoRA alpha")
     lora_dropout: float = _f(0.0, "LoRA dropout")

@@ -48,8 +48,70 @@ class GenStats:
         self.seconds += other.seconds
 
 
+def sample_next(logits, params: SamplingParams, generator):
+    """Next token per row from ``logits`` [B, V]: argmax, or temperature + nucleus sampling."""
+    import torch
+
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # drop a token once the mass before it already reaches top_p (the top token always stays)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p >= params.top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def decode(model, input_ids, attention_mask, params: SamplingParams, eos_ids: list[int], generator) -> list[list[int]]:
+    """Decode a left-padded batch with a KV cache, dropping rows from the batch (and the
+    cache) as soon as they end, so one long completion does not keep 63 finished rows busy.
+
+    Returns the new token ids per row, up to and including the end-of-sequence token.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    position = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out_ids: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    eos = torch.tensor(eos_ids, device=input_ids.device)
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
+    next_pos = position[:, -1] + 1
+    for step in range(params.max_new_tokens):
+        tokens = sample_next(logits, params, generator)
+        for r, t in zip(rows.tolist(), tokens.tolist(), strict=True):
+            out_ids[r].append(t)
+        alive = ~torch.isin(tokens, eos)
+        if step == params.max_new_tokens - 1 or not alive.any():
+            break
+        if not alive.all():
+            keep = alive.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, tokens, attention_mask, next_pos = rows[keep], tokens[keep], attention_mask[keep], next_pos[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], dim=1)
+        logits = model(
+            input_ids=tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=next_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1]
+        next_pos = next_pos + 1
+    return out_ids
+
+
 class HFGenerator:
-    """transformers ``generate`` with left padding, batched over (prompt, sample) pairs.
+    """A transformers model with left padding, batched over (prompt, sample) pairs.
 
     Sequences are sorted by prompt length so a batch wastes little padding. Given the same
     prompts, params, batch size and seed, the output is the same: resumable stages rely on it.
@@ -79,22 +141,10 @@ class HFGenerator:
         items = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
         items.sort(key=lambda it: (-len(encoded[it[0]]), it))
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
-        torch.manual_seed(seed)
+        generator = torch.Generator(device=self.model.device).manual_seed(seed)
         stats = GenStats()
         start = time.perf_counter()
         bar = tqdm(total=len(items), desc=desc, unit="seq", dynamic_ncols=True)
-        gen_kwargs = dict(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=not params.greedy,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=self.eos_ids,
-        )
-        if params.greedy:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        else:
-            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        if self.stop:
-            gen_kwargs.update(stop_strings=self.stop, tokenizer=tok)
         with torch.inference_mode():
             for b in range(0, len(items), self.batch_size):
                 batch = items[b : b + self.batch_size]
@@ -105,13 +155,16 @@ class HFGenerator:
                 for r, x in enumerate(ids):
                     input_ids[r, width - len(x) :] = torch.tensor(x)
                     attention[r, width - len(x) :] = 1
-                out = self.model.generate(
-                    input_ids=input_ids.to(self.model.device),
-                    attention_mask=attention.to(self.model.device),
-                    **gen_kwargs,
+                new_ids = decode(
+                    self.model,
+                    input_ids.to(self.model.device),
+                    attention.to(self.model.device),
+                    params,
+                    self.eos_ids,
+                    generator,
                 )
                 for r, (i, j) in enumerate(batch):
-                    results[i][j] = self._completion(out[r, width:].tolist(), encoded[i])
+                    results[i][j] = self._completion(new_ids[r], encoded[i])
                     stats.tokens += len(results[i][j].token_ids)
                 stats.sequences += len(batch)
                 bar.update(len(batch))

@@ -25,35 +25,54 @@ ADAPTER = "adapter"
 
 
 def build_batch(rows: list[dict]):
-    """Right-padded inputs and target-aligned masks for a micro-batch.
+    """Left-padded inputs and target-aligned masks for a micro-batch.
 
-    Returns a dict of tensors: ``input_ids``/``attention_mask`` [B, L]; ``targets`` [B, L-1]
-    (token t+1, scored by the logit at t); ``completion``/``decision`` [B, L-1] bool masks on
-    target positions (prompt and padding positions carry no loss); ``advantages`` [B].
+    Left padding lines every completion up against the right edge, so the last ``T + 1``
+    logits (``T`` = longest completion) cover every scored position and the LM head never
+    runs over prompt tokens. Returns tensors: ``input_ids``/``attention_mask``/``position_ids``
+    [B, L]; ``targets`` [B, T] (the last T tokens); ``completion``/``decision`` [B, T] bool
+    (prompt and padding positions carry no loss); ``advantages`` [B]; ``keep`` = T + 1.
     """
     import torch
 
     seqs = [r["prompt_ids"] + r["completion_ids"] for r in rows]
     width = max(len(s) for s in seqs)
+    t_max = max(len(r["completion_ids"]) for r in rows)
     ids = torch.zeros((len(rows), width), dtype=torch.long)
     attn = torch.zeros((len(rows), width), dtype=torch.long)
-    completion = torch.zeros((len(rows), width - 1), dtype=torch.bool)
-    decision = torch.zeros((len(rows), width - 1), dtype=torch.bool)
+    completion = torch.zeros((len(rows), t_max), dtype=torch.bool)
+    decision = torch.zeros((len(rows), t_max), dtype=torch.bool)
     for i, (r, s) in enumerate(zip(rows, seqs, strict=True)):
-        ids[i, : len(s)] = torch.tensor(s)
-        attn[i, : len(s)] = 1
-        start = len(r["prompt_ids"]) - 1  # target index of completion token 0
-        completion[i, start : start + len(r["completion_ids"])] = True
+        ids[i, width - len(s) :] = torch.tensor(s)
+        attn[i, width - len(s) :] = 1
+        start = t_max - len(r["completion_ids"])  # target index of completion token 0
+        completion[i, start:] = True
         for j in r["decision"]:
             decision[i, start + j] = True
     return {
         "input_ids": ids,
         "attention_mask": attn,
-        "targets": ids[:, 1:],
+        "position_ids": (attn.cumsum(-1) - 1).clamp(min=0),
+        "targets": ids[:, width - t_max :],
         "completion": completion,
         "decision": decision,
         "advantages": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
+        "keep": t_max + 1,
     }
+
+
+def bucketed_batches(rows: list[dict], batch_size: int, rng: random.Random, window: int = 8) -> list[list[dict]]:
+    """One epoch of micro-batches: shuffled, then length-sorted within windows of
+    ``window`` batches so a micro-batch wastes little padding; batch order shuffled again."""
+    rows = rows[:]
+    rng.shuffle(rows)
+    batches = []
+    span = batch_size * window
+    for w in range(0, len(rows), span):
+        chunk = sorted(rows[w : w + span], key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def lora_model(model, cfg: RunConfig):
@@ -83,16 +102,20 @@ def step_loss(model, batch: dict, cfg: RunConfig):
     from .losses import kl_ref_to_policy, reasonmaxxer_loss, selective_log_softmax
 
     t = cfg.train
-    # Score only from the first completion position on: prompt logits carry no loss.
-    first = int(batch["completion"].float().argmax(dim=1).min())
-    sl = slice(first, None)
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    with torch.no_grad(), model.disable_adapter():
-        ref_logits = model(**kwargs).logits[:, :-1][:, sl].float()  # [B, T, V]
-    logits = model(**kwargs).logits[:, :-1][:, sl].float()  # [B, T, V]
-    targets = batch["targets"][:, sl]
-    completion = batch["completion"][:, sl]
-    decision = batch["decision"][:, sl] & completion
+    kwargs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "position_ids": batch["position_ids"],
+        "logits_to_keep": batch["keep"],
+    }
+    autocast = torch.autocast("cpu" if batch["input_ids"].device.type == "cpu" else "cuda", dtype=torch.bfloat16, enabled=t.autocast == "bfloat16")
+    with torch.no_grad(), model.disable_adapter(), autocast:
+        ref_logits = model(**kwargs).logits[:, :-1].float()  # [B, T, V]
+    with autocast:
+        logits = model(**kwargs).logits[:, :-1].float()  # [B, T, V]
+    targets = batch["targets"]
+    completion = batch["completion"]
+    decision = batch["decision"] & completion
     logp = selective_log_softmax(logits, targets)
     ref_logp = selective_log_softmax(ref_logits, targets)
     kl = kl_ref_to_policy(ref_logits, logits)
@@ -175,7 +198,7 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         steps = min(steps, t.max_steps)
     log_path = run_dir / "train_log.jsonl"
     log_path.unlink(missing_ok=True)
-    order: list[dict] = []
+    order: list[list[dict]] = []
     bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True)
     with Timer() as wall:
         for step in range(steps):
@@ -183,11 +206,9 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
                 g["lr"] = lr_at(step, t.lr, t.warmup_steps)
             acc: dict[str, float] = {}
             for _ in range(t.grad_accum):
-                if len(order) < t.batch_size:
-                    epoch_rows = rows[:]
-                    rng.shuffle(epoch_rows)
-                    order.extend(epoch_rows)
-                micro, order = order[: t.batch_size], order[t.batch_size :]
+                if not order:
+                    order = bucketed_batches(rows, t.batch_size, rng)
+                micro = order.pop()
                 loss, stats = step_loss(model, build_batch(micro), cfg)
                 (loss / t.grad_accum).backward()
                 for key, v in stats.items():

@@ -1,0 +1,128 @@
+"""Sweep / ablation harness: many ReasonMaxxer variants on the same rollouts and eval set.
+
+    python benchmarks/sweep.py SPEC.yaml --out runs/sweep
+
+SPEC.yaml::
+
+    base:                 # overrides of the packaged default config (same keys as run's YAML)
+      sample: {k: 8}
+    variants:             # name -> overrides on top of base
+      default: {}
+      bounded-all: {select: {gate: all}}
+
+Rollouts are sampled once per distinct (model, prompt, sample) config and the base model is
+evaluated once per eval config; each variant gets its own folder with copies of the rollouts
+and cached entropies, then runs select → train → eval(adapter) and a paired test against the
+shared base eval. Results are appended to ``OUT/sweep.jsonl`` (resumable: finished variants
+are skipped) and printed as a table, also written to ``OUT/sweep.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from reasonmaxxer.config import RunConfig, build_run_config, from_dict, merge, to_dict
+from reasonmaxxer.evaluation import evaluate
+from reasonmaxxer.io import append_jsonl, atomic_write_text, iter_jsonl
+from reasonmaxxer.pipeline import check_disjoint, compare
+from reasonmaxxer.sampling import sample
+from reasonmaxxer.selection import select
+from reasonmaxxer.training import ADAPTER, train
+
+
+def _h(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_variant(name: str, cfg: RunConfig, out: Path) -> dict:
+    c = to_dict(cfg)
+    roll_dir = out / f"rollouts-{_h([c['model'], c['prompt'], c['sample']])}"
+    if not (roll_dir / "sample.json").is_file():
+        sample(roll_dir, cfg)
+    base_dir = out / f"eval-base-{_h([c['model'], c['prompt'], c['eval']])}"
+    if not (base_dir / "results.json").is_file():
+        evaluate(cfg.model, cfg.prompt, cfg.eval, base_dir, label="base")
+    vdir = out / name
+    vdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(vdir / "config.yaml", yaml.safe_dump(c, sort_keys=False))
+    shutil.copy(roll_dir / "rollouts.jsonl", vdir / "rollouts.jsonl")
+    if (roll_dir / "entropies.jsonl").is_file():
+        shutil.copy(roll_dir / "entropies.jsonl", vdir / "entropies.jsonl")
+    sel = select(vdir, cfg)
+    shutil.copy(vdir / "entropies.jsonl", roll_dir / "entropies.jsonl")  # share the cache
+    tr = train(vdir, cfg)
+    ev = evaluate(cfg.model, cfg.prompt, cfg.eval, vdir / "eval" / "adapter", adapter=str(vdir / ADAPTER), label=name)
+    cmp = compare(base_dir, vdir / "eval" / "adapter", seed=cfg.eval.seed)
+    samp = json.loads((roll_dir / "sample.json").read_text())
+    return {
+        "variant": name,
+        "overrides": None,
+        "comparison": cmp,
+        "selection": {k: sel[k] for k in ("problems_kept", "rollouts_kept", "frac_marked", "tau", "gate")},
+        "train": {k: tr[k] for k in ("steps", "wall_time_s", "trainable_frac")},
+        "sample": {k: samp[k] for k in ("problems", "mean_reward", "mixed_problems", "wall_time_s")},
+        "eval_wall_time_s": ev["wall_time_s"],
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| variant | overrides | kept | τ (nats) | marked | steps | base pass@1 | adapter pass@1 | +/− | McNemar p | avg@k base → adapter | bootstrap p |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for bench, e in r["comparison"].items():
+            m = e["pass@1_mcnemar"]
+            s = r["selection"]
+            tau = f"{s['tau']:.2f}" if s["tau"] is not None else "-"
+            avg = bp = "-"
+            if "avg@k_bootstrap" in e:
+                avg = f"{100 * e['base_avg@k']:.1f} → {100 * e['adapter_avg@k']:.1f}"
+                bp = f"{e['avg@k_bootstrap']['p_value']:.3g}"
+            lines.append(
+                f"| {r['variant']} | `{json.dumps(r['overrides'], separators=(',', ':'))}` | {s['problems_kept']} | {tau} | "
+                f"{100 * s['frac_marked']:.1f}% | {r['train']['steps']} | {100 * e['base_pass@1']:.1f}% | "
+                f"{100 * e['adapter_pass@1']:.1f}% | +{m['gained']}/−{m['lost']} | {m['p_value']:.3g} | {avg} | {bp} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("spec")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default=None, help="comma list of variant names to run")
+    args = ap.parse_args()
+    spec = yaml.safe_load(Path(args.spec).read_text())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(args.spec, out / "spec.yaml")
+    results_path = out / "sweep.jsonl"
+    done = {r["variant"]: r for r in iter_jsonl(results_path)} if results_path.is_file() else {}
+    only = set(args.only.split(",")) if args.only else None
+    base = merge(to_dict(build_run_config()), spec.get("base") or {})
+    for name, overrides in (spec.get("variants") or {}).items():
+        if name in done or (only and name not in only):
+            continue
+        cfg = from_dict(RunConfig, merge(base, overrides or {}))
+        check_disjoint(cfg)
+        print(f"=== variant {name}: {json.dumps(overrides)}", file=sys.stderr, flush=True)
+        row = run_variant(name, cfg, out)
+        row["overrides"] = overrides or {}
+        append_jsonl(results_path, [row])
+        done[name] = row
+    rows = [done[n] for n in (spec.get("variants") or {}) if n in done]
+    text = table(rows)
+    atomic_write_text(out / "sweep.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
