@@ -13,7 +13,7 @@ SPEC.yaml::
 Rollouts are sampled once per distinct (model, prompt, sample) config and the base model is
 evaluated once per eval config; each variant gets its own folder with copies of the rollouts
 and cached entropies, then runs select → train → eval(adapter) and a paired test against the
-shared base eval. Results are appended to ``OUT/sweep.jsonl`` (resumable: finished variants
+shared base eval (``--shared DIR`` shares them across sweeps). Results are appended to ``OUT/sweep.jsonl`` (resumable: finished variants
 are skipped) and printed as a table, also written to ``OUT/sweep.md``.
 """
 
@@ -41,12 +41,12 @@ def _h(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def run_variant(name: str, cfg: RunConfig, out: Path) -> dict:
+def run_variant(name: str, cfg: RunConfig, out: Path, shared: Path) -> dict:
     c = to_dict(cfg)
-    roll_dir = out / f"rollouts-{_h([c['model'], c['prompt'], c['sample']])}"
+    roll_dir = shared / f"rollouts-{_h([c['model'], c['prompt'], c['sample']])}"
     if not (roll_dir / "sample.json").is_file():
         sample(roll_dir, cfg)
-    base_dir = out / f"eval-base-{_h([c['model'], c['prompt'], c['eval']])}"
+    base_dir = shared / f"eval-base-{_h([c['model'], c['prompt'], c['eval']])}"
     if not (base_dir / "results.json").is_file():
         evaluate(cfg.model, cfg.prompt, cfg.eval, base_dir, label="base")
     vdir = out / name
@@ -58,16 +58,27 @@ def run_variant(name: str, cfg: RunConfig, out: Path) -> dict:
     sel = select(vdir, cfg)
     shutil.copy(vdir / "entropies.jsonl", roll_dir / "entropies.jsonl")  # share the cache
     tr = train(vdir, cfg)
-    ev = evaluate(cfg.model, cfg.prompt, cfg.eval, vdir / "eval" / "adapter", adapter=str(vdir / ADAPTER), label=name)
+    ev = evaluate(
+        cfg.model,
+        cfg.prompt,
+        cfg.eval,
+        vdir / "eval" / "adapter",
+        adapter=str(vdir / ADAPTER),
+        label=name,
+    )
     cmp = compare(base_dir, vdir / "eval" / "adapter", seed=cfg.eval.seed)
     samp = json.loads((roll_dir / "sample.json").read_text())
     return {
         "variant": name,
         "overrides": None,
         "comparison": cmp,
-        "selection": {k: sel[k] for k in ("problems_kept", "rollouts_kept", "frac_marked", "tau", "gate")},
+        "selection": {
+            k: sel[k] for k in ("problems_kept", "rollouts_kept", "frac_marked", "tau", "gate")
+        },
         "train": {k: tr[k] for k in ("steps", "wall_time_s", "trainable_frac")},
-        "sample": {k: samp[k] for k in ("problems", "mean_reward", "mixed_problems", "wall_time_s")},
+        "sample": {
+            k: samp[k] for k in ("problems", "mean_reward", "mixed_problems", "wall_time_s")
+        },
         "eval_wall_time_s": ev["wall_time_s"],
     }
 
@@ -95,10 +106,17 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("spec")
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", default=None, help="comma list of variant names to run")
+    ap.add_argument(
+        "--shared",
+        default=None,
+        help="folder for rollouts and base evals shared across sweeps (default: OUT)",
+    )
     args = ap.parse_args()
     spec = yaml.safe_load(Path(args.spec).read_text())
     out = Path(args.out)
@@ -114,7 +132,7 @@ def main() -> None:
         cfg = from_dict(RunConfig, merge(base, overrides or {}))
         check_disjoint(cfg)
         print(f"=== variant {name}: {json.dumps(overrides)}", file=sys.stderr, flush=True)
-        row = run_variant(name, cfg, out)
+        row = run_variant(name, cfg, out, Path(args.shared) if args.shared else out)
         row["overrides"] = overrides or {}
         append_jsonl(results_path, [row])
         done[name] = row

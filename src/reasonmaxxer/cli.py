@@ -264,6 +264,8 @@ def run_cmd(config, out, model, sets) -> None:
     console = _console()
     manifest = run(cfg, out, console=console)
     console.print(comparison_table(manifest))
+    if manifest.get("report"):
+        console.print(f"report: {manifest['report']}")
     console.print(f"run folder: {out} (manifest.json, config.yaml, adapter/)")
 
 
@@ -278,6 +280,15 @@ def benchmarks_cmd() -> None:
     console.print(
         "arith:level=1..5,n=N,split=train|eval|all,seed=S,style=expr|word|mixed  (synthetic)"
     )
+
+
+def _register() -> None:
+    from .cli_report import report_cmd
+
+    cli.add_command(report_cmd)
+
+
+_register()
 
 
 def main() -> None:

@@ -178,6 +178,10 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         },
         "provenance": provenance(),
     }
+    if cfg.report:
+        from .report import build_report
+
+        manifest["report"] = str(build_report(out))
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
 
