@@ -12,7 +12,6 @@ learn from). Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path

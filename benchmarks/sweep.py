@@ -89,7 +89,7 @@ def table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for bench, e in r["comparison"].items():
+        for e in r["comparison"].values():
             m = e["pass@1_mcnemar"]
             s = r["selection"]
             tau = f"{s['tau']:.2f}" if s["tau"] is not None else "-"

@@ -283,9 +283,12 @@ def benchmarks_cmd() -> None:
 
 
 def _register() -> None:
+    from .cli_analysis import analyze_group, distill_cmd
+    from .cli_grpo import grpo_cmd
     from .cli_report import report_cmd
 
-    cli.add_command(report_cmd)
+    for command in (report_cmd, grpo_cmd, analyze_group, distill_cmd):
+        cli.add_command(command)
 
 
 _register()

@@ -107,7 +107,7 @@ class EvalConfig:
 @dataclass
 class SampleConfig:
     train: str = _f(
-        "arith:level=2,n=200,split=train",
+        "arith:level=2,n=146,split=train",
         "training problems: benchmark name, JSONL path or arith spec",
     )
     limit: int | None = _f(None, "use only the first N training problems")
@@ -177,7 +177,11 @@ class TrainConfig:
     grad_accum: int = _f(1, "forward passes per optimizer step")
     warmup_steps: int = _f(5, "linear learning-rate warm-up")
     max_grad_norm: float = _f(1.0, "gradient clipping")
-    autocast: str = _f("bfloat16", "mixed precision for forward passes (~2.5x faster on AVX512-BF16 CPUs)", ("bfloat16", "off"))
+    autocast: str = _f(
+        "bfloat16",
+        "mixed precision for forward passes (~2.5x faster on AVX512-BF16 CPUs)",
+        ("bfloat16", "off"),
+    )
     lora_r: int = _f(32, "LoRA rank")
     lora_alpha: int = _f(64, "LoRA alpha")
     lora_dropout: float = _f(0.0, "LoRA dropout")
@@ -260,8 +264,12 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
+        if tp in (int, float) and isinstance(value, bool):
+            raise ValueError(value)  # bool is an int subclass: `k: true` is a mistake
         if tp is float and isinstance(value, str):
             return float(value)
+        if tp is float and isinstance(value, int):
+            return float(value)  # YAML `epochs: 3` / `lr: 1` are ints
         if tp is int and isinstance(value, float) and value.is_integer():
             return int(value)
         if tp is int and isinstance(value, str):

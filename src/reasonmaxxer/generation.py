@@ -64,7 +64,9 @@ def sample_next(logits, params: SamplingParams, generator):
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def decode(model, input_ids, attention_mask, params: SamplingParams, eos_ids: list[int], generator) -> list[list[int]]:
+def decode(
+    model, input_ids, attention_mask, params: SamplingParams, eos_ids: list[int], generator
+) -> list[list[int]]:
     """Decode a left-padded batch with a KV cache, dropping rows from the batch (and the
     cache) as soon as they end, so one long completion does not keep 63 finished rows busy.
 
@@ -97,7 +99,12 @@ def decode(model, input_ids, attention_mask, params: SamplingParams, eos_ids: li
         if not alive.all():
             keep = alive.nonzero().squeeze(1)
             cache.batch_select_indices(keep)
-            rows, tokens, attention_mask, next_pos = rows[keep], tokens[keep], attention_mask[keep], next_pos[keep]
+            rows, tokens, attention_mask, next_pos = (
+                rows[keep],
+                tokens[keep],
+                attention_mask[keep],
+                next_pos[keep],
+            )
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], dim=1)
         logits = model(
             input_ids=tokens[:, None],

@@ -61,7 +61,9 @@ def build_batch(rows: list[dict]):
     }
 
 
-def bucketed_batches(rows: list[dict], batch_size: int, rng: random.Random, window: int = 8) -> list[list[dict]]:
+def bucketed_batches(
+    rows: list[dict], batch_size: int, rng: random.Random, window: int = 8
+) -> list[list[dict]]:
     """One epoch of micro-batches: shuffled, then length-sorted within windows of
     ``window`` batches so a micro-batch wastes little padding; batch order shuffled again."""
     rows = rows[:]
@@ -69,7 +71,9 @@ def bucketed_batches(rows: list[dict], batch_size: int, rng: random.Random, wind
     batches = []
     span = batch_size * window
     for w in range(0, len(rows), span):
-        chunk = sorted(rows[w : w + span], key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
+        chunk = sorted(
+            rows[w : w + span], key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"])
+        )
         batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
@@ -108,7 +112,11 @@ def step_loss(model, batch: dict, cfg: RunConfig):
         "position_ids": batch["position_ids"],
         "logits_to_keep": batch["keep"],
     }
-    autocast = torch.autocast("cpu" if batch["input_ids"].device.type == "cpu" else "cuda", dtype=torch.bfloat16, enabled=t.autocast == "bfloat16")
+    autocast = torch.autocast(
+        "cpu" if batch["input_ids"].device.type == "cpu" else "cuda",
+        dtype=torch.bfloat16,
+        enabled=t.autocast == "bfloat16",
+    )
     with torch.no_grad(), model.disable_adapter(), autocast:
         ref_logits = model(**kwargs).logits[:, :-1].float()  # [B, T, V]
     with autocast:

@@ -1,0 +1,617 @@
+"""``reasonmaxxer distill``: KL-LoRA distillation of a teacher into a LoRA on the base (§4).
+
+1. The teacher (``--teacher MODEL`` and/or ``--teacher-adapter DIR``, as in ``analyze``)
+   generates its own rollouts on N training problems (default 100, drawn with a seed; greedy
+   by default, ``--temperature`` > 0 samples).
+2. Teacher-forcing those rollouts through the teacher, its top-k log-probabilities (k = 64 by
+   default) at every completion position are cached in ``OUT/teacher_cache/``:
+   ``topk.safetensors`` (``ids`` int32 ``[P, k]``, ``logprobs`` float32/float16 ``[P, k]``,
+   P = all completion positions, concatenated), ``index.jsonl`` (one row per rollout: ids,
+   text, verdict, ``offset``/``length`` into the tensors) and ``meta.json`` (the settings that
+   made it; a re-run with the same settings reuses the cache). No pickle anywhere.
+3. A fresh LoRA on the base (rank-32 QKVO by default; ``--lora-r 8 --lora-targets o_proj``
+   for the small variant) is trained to minimise ``KL(teacher ‖ student)`` on the top-k ids
+   plus one tail bucket (:func:`reasonmaxxer.losses.topk_tail_kl`), averaged over completion
+   tokens, with bf16 autocast as in ``reasonmaxxer train``.
+4. Greedy pass@1 of the student (base + new adapter), the teacher and the base on the eval
+   benchmarks, each through :func:`reasonmaxxer.evaluation.evaluate` (``OUT/eval_*``).
+
+Writes ``distill.json`` (``table`` + ``summary``), ``distill_log.jsonl``, ``adapter/``,
+``config.yaml`` and ``plots/distill_*.png``. The defaults for the learning rate and the number
+of epochs are not the paper's (it gives none); measure them for a new pair.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .analysis import (
+    AnalysisConfig,
+    _check,
+    _field,
+    _prompts,
+    _rows_for_forcing,
+    _set_threads,
+    forced_logits,
+    resolve_device,
+    save_figure,
+    write_record,
+)
+from .config import to_dict
+from .errors import UserError
+from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
+
+CACHE = "teacher_cache"
+TOPK_FILE = "topk.safetensors"
+INDEX_FILE = "index.jsonl"
+META_FILE = "meta.json"
+ADAPTER = "adapter"
+
+
+@dataclass
+class DistillConfig(AnalysisConfig):
+    train: str = _field("arith:level=2,split=train", "problems the teacher's rollouts come from")
+    n_problems: int = _field(100, "training problems (drawn at random with --problem-seed)")
+    problem_seed: int = _field(0, "seed for drawing the training problems")
+    temperature: float = _field(0.0, "teacher rollout temperature (0 = greedy)")
+    top_p: float = _field(1.0, "nucleus sampling for T > 0 rollouts")
+    gen_batch_size: int = _field(32, "sequences generated together")
+    top_k: int = _field(64, "teacher log-probs cached per position")
+    cache_dtype: str = _field("float32", "dtype of the cached log-probs (float32 | float16)")
+    lora_r: int = _field(32, "LoRA rank")
+    lora_alpha: int | None = _field(None, "LoRA alpha (default: 2 × rank)")
+    lora_dropout: float = _field(0.0, "LoRA dropout")
+    lora_targets: str = _field("q_proj,k_proj,v_proj,o_proj", "modules to adapt (comma list)")
+    lr: float = _field(2e-4, "AdamW learning rate")
+    weight_decay: float = _field(0.0, "AdamW weight decay")
+    epochs: float = _field(3.0, "passes over the teacher's rollouts")
+    max_steps: int | None = _field(None, "stop after this many optimizer steps")
+    train_batch_size: int = _field(4, "rollouts per training forward pass")
+    grad_accum: int = _field(2, "forward passes per optimizer step")
+    warmup_steps: int = _field(5, "linear learning-rate warm-up")
+    max_grad_norm: float = _field(1.0, "gradient clipping")
+    autocast: str = _field("bfloat16", "mixed precision of the training forward (bfloat16 | off)")
+    seed: int = _field(0, "rollout sampling / adapter init / shuffling seed")
+    eval: bool = _field(True, "evaluate student, teacher and base on --benchmarks")
+    backend: str = _field("auto", "generation backend of the evaluation (auto | hf | vllm)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.n_problems >= 1, "--n-problems must be >= 1")
+        _check(self.temperature >= 0, "--temperature must be >= 0")
+        _check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
+        _check(self.top_k >= 1, "--top-k must be >= 1")
+        _check(self.cache_dtype in ("float32", "float16"), "--cache-dtype: float32 or float16")
+        _check(self.lora_r >= 1, "--lora-r must be >= 1")
+        _check(bool(self.lora_targets.strip()), "--lora-targets must name at least one module")
+        _check(self.lr > 0 and self.epochs > 0, "need --lr > 0 and --epochs > 0")
+        _check(self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1")
+        _check(
+            self.train_batch_size >= 1 and self.grad_accum >= 1 and self.gen_batch_size >= 1,
+            "batch sizes and --grad-accum must be >= 1",
+        )
+        _check(self.autocast in ("bfloat16", "off"), "--autocast: bfloat16 or off")
+        _check(self.backend in ("auto", "hf", "vllm"), "--backend: auto, hf or vllm")
+
+    @property
+    def alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
+
+
+# --------------------------------------------------------------------------- problems & cache
+
+
+def choose_problems(cfg: DistillConfig):
+    """``n_problems`` problems of ``cfg.train`` drawn without replacement with
+    ``problem_seed`` (all of them, in order, when there are no more)."""
+    from .data import load_benchmarks
+
+    problems = [p for ps in load_benchmarks(cfg.train).values() for p in ps]
+    if not problems:
+        raise UserError(f"no problems in {cfg.train!r}")
+    if len(problems) <= cfg.n_problems:
+        return problems
+    idx = sorted(random.Random(cfg.problem_seed).sample(range(len(problems)), cfg.n_problems))
+    return [problems[i] for i in idx]
+
+
+def _cache_key(cfg: DistillConfig, problems) -> dict:
+    from .models import resolve_model
+
+    teacher = cfg.teacher or cfg.model
+    kind, location, fingerprint = resolve_model(teacher)
+    adapter_fp = None
+    if cfg.teacher_adapter:
+        path = Path(cfg.teacher_adapter) / "adapter_model.safetensors"
+        if path.is_file():
+            st = path.stat()
+            adapter_fp = f"{st.st_size}-{int(st.st_mtime)}"
+    return {
+        "teacher": teacher,
+        "teacher_location": location,
+        "teacher_fingerprint": fingerprint,
+        "teacher_adapter": cfg.teacher_adapter,
+        "teacher_adapter_stat": adapter_fp,
+        "base": cfg.model,
+        "dtype": cfg.dtype,
+        "problems": [p.id for p in problems],
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "seed": cfg.seed,
+        "max_new_tokens": cfg.max_new_tokens,
+        "top_k": cfg.top_k,
+        "cache_dtype": cfg.cache_dtype,
+        "prompt": to_dict(cfg.prompt),
+    }
+
+
+def load_cache(cache: Path) -> tuple[list[dict], Any, Any]:
+    """``(index rows, ids [P, k] int32, logprobs [P, k])`` of a finished cache."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(cache / TOPK_FILE))
+    return list(iter_jsonl(cache / INDEX_FILE)), tensors["ids"], tensors["logprobs"]
+
+
+def _save_tensors(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_cache(cfg: DistillConfig, problems, cache: Path) -> dict:
+    """Teacher rollouts on ``problems`` + their top-k log-probs, written to ``cache``.
+
+    Returns the teacher-rollout statistics. ``meta.json`` is written last: a cache without it
+    is unfinished and rebuilt.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .evaluation import score_completions
+    from .generation import HFGenerator, SamplingParams
+    from .models import load_model, load_tokenizer, resolve_model
+    from .prompting import stop_strings
+    from .runinfo import Timer
+
+    key = _cache_key(cfg, problems)
+    (cache / META_FILE).unlink(missing_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    with Timer() as wall:
+        teacher, t_tok, info = load_model(
+            cfg.teacher or cfg.model,
+            adapter=cfg.teacher_adapter,
+            dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
+            device=resolve_device(cfg.device),
+        )
+        tok = t_tok
+        if cfg.teacher and cfg.teacher != cfg.model:
+            tok = load_tokenizer(
+                resolve_model(cfg.model)[1], trust_remote_code=cfg.trust_remote_code
+            )
+            if tok.get_vocab() != t_tok.get_vocab():
+                raise UserError(
+                    f"the teacher {cfg.teacher!r} has another tokenizer than the base "
+                    f"{cfg.model!r}: distillation on token ids needs a shared vocabulary"
+                )
+        prompts = _prompts(tok, problems, cfg.prompt)  # the base's prompt format
+        gen = HFGenerator(
+            teacher, tok, batch_size=cfg.gen_batch_size, stop=stop_strings(tok, cfg.prompt)
+        )
+        params = SamplingParams(cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        comps = [
+            c[0] for c in gen.generate(prompts, params, seed=cfg.seed, desc="teacher rollouts")
+        ]
+        graded = [
+            r[0]
+            for r in score_completions(problems, [[c] for c in comps], timeout_s=cfg.grader_timeout)
+        ]
+        vocab = teacher.get_output_embeddings().weight.shape[0]
+        k = min(cfg.top_k, vocab)
+        store = torch.float16 if cfg.cache_dtype == "float16" else torch.float32
+        todo = [i for i, c in enumerate(comps) if c.token_ids]
+        todo.sort(key=lambda i: (len(comps[i].prompt_ids) + len(comps[i].token_ids), i))
+        ids_out: dict[int, Any] = {}
+        lp_out: dict[int, Any] = {}
+        bar = tqdm(total=len(todo), desc="teacher top-k", unit="seq", dynamic_ncols=True)
+        with torch.inference_mode():
+            for b in range(0, len(todo), cfg.batch_size):
+                chunk = todo[b : b + cfg.batch_size]
+                rows = _rows_for_forcing(
+                    [comps[i].prompt_ids for i in chunk], [comps[i].token_ids for i in chunk]
+                )
+                logits = forced_logits(teacher, rows, teacher.device)  # [B, T, V]
+                t_max = logits.shape[1]
+                for r, i in enumerate(chunk):
+                    row = logits[r, t_max - len(comps[i].token_ids) :].float()  # [n, V]
+                    top = torch.log_softmax(row, dim=-1).topk(k, dim=-1)
+                    ids_out[i] = top.indices.to(torch.int32).cpu()
+                    lp_out[i] = top.values.to(store).cpu()
+                bar.update(len(chunk))
+        bar.close()
+        del teacher
+
+    index, offset = [], 0
+    for i, (p, c, g) in enumerate(zip(problems, comps, graded, strict=True)):
+        n = len(c.token_ids)
+        index.append(
+            {
+                "problem_id": p.id,
+                "benchmark": p.benchmark,
+                "answer": p.answer,
+                "prompt_ids": c.prompt_ids,
+                "completion_ids": c.token_ids,
+                "completion": c.text,
+                "correct": g["correct"],
+                "finish": c.finish,
+                "offset": offset,
+                "length": n if i in ids_out else 0,
+            }
+        )
+        offset += n if i in ids_out else 0
+    order = [i for i in range(len(comps)) if i in ids_out]
+    tensors = {
+        "ids": torch.cat([ids_out[i] for i in order])
+        if order
+        else torch.zeros(0, k, dtype=torch.int32),
+        "logprobs": torch.cat([lp_out[i] for i in order])
+        if order
+        else torch.zeros(0, k, dtype=store),
+    }
+    _save_tensors(cache / TOPK_FILE, tensors)
+    atomic_write_jsonl(cache / INDEX_FILE, index)
+    stats = {
+        "rollouts": len(comps),
+        "positions": offset,
+        "k": k,
+        "teacher_train_pass@1": sum(g["correct"] for g in graded) / len(graded),
+        "mean_tokens": offset / max(len(comps), 1),
+        "truncated": sum(c.finish == "length" for c in comps),
+        "teacher": info.to_dict(),
+        "wall_time_s": wall.seconds,
+    }
+    atomic_write_json(cache / META_FILE, {"key": key, "stats": stats})
+    return stats
+
+
+def ensure_cache(cfg: DistillConfig, problems, cache: Path) -> tuple[dict, bool]:
+    """``(teacher-rollout stats, reused)``: the cache in ``cache`` if its settings match,
+    else a new one."""
+    meta = cache / META_FILE
+    if meta.is_file() and (cache / TOPK_FILE).is_file() and (cache / INDEX_FILE).is_file():
+        m = read_json(meta)
+        if m.get("key") == _cache_key(cfg, problems):
+            return m["stats"], True
+    return build_cache(cfg, problems, cache), False
+
+
+# --------------------------------------------------------------------------- training
+
+
+def teacher_targets(batch_rows: list[dict], ids, logprobs, t_max: int, k: int):
+    """Teacher top-k tensors aligned with :func:`reasonmaxxer.training.build_batch`'s targets.
+
+    Row i's completion token j sits at target index ``t_max - n_i + j``. Padding positions get
+    the distinct ids ``0..k-1`` at uniform log-probs (finite, and masked out of the loss).
+
+    Returns:
+        ``(logprobs [B, T, k] float32, ids [B, T, k] long)``.
+    """
+    import torch
+
+    b = len(batch_rows)
+    out_ids = torch.arange(k, dtype=torch.long).expand(b, t_max, k).clone()
+    out_lp = torch.full((b, t_max, k), -math.log(k), dtype=torch.float32)
+    for r, row in enumerate(batch_rows):
+        n, o = row["length"], row["offset"]
+        out_ids[r, t_max - n :] = ids[o : o + n].long()
+        out_lp[r, t_max - n :] = logprobs[o : o + n].float()
+    return out_lp, out_ids
+
+
+def distill_step(model, batch: dict, t_lp, t_ids, *, autocast: bool):
+    """One micro-batch: ``(loss, stats)`` with loss = mean KL(teacher ‖ student) over the
+    completion tokens (top-k + tail bucket)."""
+    import torch
+
+    from .losses import masked_mean, topk_tail_kl
+
+    device = model.device
+    ctx = torch.autocast(
+        "cpu" if device.type == "cpu" else device.type, dtype=torch.bfloat16, enabled=autocast
+    )
+    with ctx:
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            position_ids=batch["position_ids"].to(device),
+            logits_to_keep=batch["keep"],
+        ).logits[:, :-1]
+    logits = logits.float()  # [B, T, V]
+    if int(t_ids.max()) >= logits.shape[-1]:
+        raise UserError(
+            f"the teacher's token ids reach {int(t_ids.max())} but the student has only "
+            f"{logits.shape[-1]} logits: the models do not share a vocabulary"
+        )
+    completion = batch["completion"].to(device)
+    kl = topk_tail_kl(t_lp.to(device), t_ids.to(device), logits)  # [B, T]
+    loss = masked_mean(kl, completion)
+    with torch.no_grad():
+        agree = (logits.argmax(-1) == t_ids[..., 0].to(device))[completion]
+        stats = {
+            "kl": float(loss),
+            "top1_agree": float(agree.float().mean()) if agree.numel() else 0.0,
+            "tokens": int(completion.sum()),
+        }
+    return loss, stats
+
+
+def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path) -> dict:
+    """Train a fresh LoRA on the base against the cached teacher; saves ``out/adapter``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .config import RunConfig, TrainConfig
+    from .models import load_model
+    from .runinfo import Timer
+    from .training import bucketed_batches, build_batch, lora_model, lr_at, save_adapter
+
+    rows = [{**r, "decision": [], "advantage": 0.0} for r in rows if r["length"] > 0]
+    if not rows:
+        raise UserError("the teacher produced no completion tokens to distil")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    model, _, info = load_model(
+        cfg.model,
+        dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        device=resolve_device(cfg.device),
+    )
+    lora_cfg = RunConfig(
+        train=TrainConfig(
+            lora_r=cfg.lora_r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.lora_dropout,
+            lora_targets=cfg.lora_targets,
+        )
+    )
+    model = lora_model(model, lora_cfg)
+    model.train()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    base_params = total - trainable
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    k = ids.shape[1]
+
+    per_step = cfg.train_batch_size * cfg.grad_accum
+    steps = math.ceil(cfg.epochs * len(rows) / per_step)
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
+    log_path = out / "distill_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    log: list[dict] = []
+    order: list[list[dict]] = []
+    bar = tqdm(total=steps, desc="distill", unit="step", dynamic_ncols=True)
+    with Timer() as wall:
+        for step in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps)
+            acc = {"kl": 0.0, "top1_agree": 0.0, "tokens": 0}
+            for _ in range(cfg.grad_accum):
+                if not order:
+                    order = bucketed_batches(rows, cfg.train_batch_size, rng)
+                micro = order.pop()
+                batch = build_batch(micro)
+                t_lp, t_ids = teacher_targets(micro, ids, logprobs, batch["targets"].shape[1], k)
+                loss, stats = distill_step(
+                    model, batch, t_lp, t_ids, autocast=cfg.autocast == "bfloat16"
+                )
+                (loss / cfg.grad_accum).backward()
+                acc["kl"] += stats["kl"] / cfg.grad_accum
+                acc["top1_agree"] += stats["top1_agree"] / cfg.grad_accum
+                acc["tokens"] += stats["tokens"]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            record = {
+                "step": step + 1,
+                "epoch": (step + 1) * per_step / len(rows),
+                "lr": opt.param_groups[0]["lr"],
+                "grad_norm": grad_norm,
+                "train/kl": acc["kl"],
+                "train/top1_agree": acc["top1_agree"],
+                "train/tokens": acc["tokens"],
+            }
+            append_jsonl(log_path, [record])
+            log.append(record)
+            bar.update(1)
+            bar.set_postfix(kl=f"{acc['kl']:.4f}", agree=f"{acc['top1_agree']:.3f}")
+    bar.close()
+    model.eval()
+    save_adapter(model, out / ADAPTER)
+    tail = log[-max(1, len(log) // 10) :]
+    return {
+        "steps": steps,
+        "rollouts": len(rows),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_frac": trainable / total,
+        "trainable_frac_of_base": trainable / base_params if base_params else None,
+        "lora_r": cfg.lora_r,
+        "lora_alpha": cfg.alpha,
+        "lora_targets": cfg.lora_targets,
+        "kl_first": log[0]["train/kl"],
+        "kl_last": sum(r["train/kl"] for r in tail) / len(tail),
+        "top1_agree_first": log[0]["train/top1_agree"],
+        "top1_agree_last": sum(r["train/top1_agree"] for r in tail) / len(tail),
+        "wall_time_s": wall.seconds,
+        "model": info.to_dict(),
+        "log": log,
+    }
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(cfg: DistillConfig, model: str, adapter: str | None, out: Path, label: str) -> dict:
+    from .config import EvalConfig, ModelConfig
+    from .evaluation import evaluate
+
+    model_cfg = ModelConfig(
+        model=model,
+        gen_dtype=cfg.dtype,
+        backend=cfg.backend,
+        trust_remote_code=cfg.trust_remote_code,
+        threads=cfg.threads,
+    )
+    eval_cfg = EvalConfig(
+        benchmarks=cfg.benchmarks,
+        limit=cfg.limit,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.gen_batch_size,
+        grader_timeout=cfg.grader_timeout,
+    )
+    return evaluate(model_cfg, cfg.prompt, eval_cfg, out, adapter=adapter, label=label)
+
+
+def _greedy_correct(eval_dir: Path) -> dict[tuple[str, str], bool]:
+    return {
+        (r["benchmark"], r["id"]): bool(r["correct"])
+        for r in iter_jsonl(eval_dir / "samples.jsonl")
+        if r["sample"] == "greedy"
+    }
+
+
+def run_distill(cfg: DistillConfig, out: str | Path) -> dict:
+    """The whole §4 diagnostic on ``cfg``; writes ``distill.json`` etc. into ``out``."""
+    import gc
+
+    from .runinfo import Timer, provenance
+    from .stats import mcnemar_exact
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _set_threads(cfg)
+    with Timer() as wall:
+        problems = choose_problems(cfg)
+        cache_stats, reused = ensure_cache(cfg, problems, out / CACHE)
+        rows, ids, logprobs = load_cache(out / CACHE)
+        gc.collect()
+        train = train_student(cfg, rows, ids, logprobs, out)
+        gc.collect()
+        evals: dict[str, dict] = {}
+        if cfg.eval:
+            evals["student"] = _evaluate(
+                cfg, cfg.model, str(out / ADAPTER), out / "eval_student", "student"
+            )
+            evals["teacher"] = _evaluate(
+                cfg, cfg.teacher or cfg.model, cfg.teacher_adapter, out / "eval_teacher", "teacher"
+            )
+            evals["base"] = _evaluate(cfg, cfg.model, None, out / "eval_base", "base")
+
+    table = []
+    for who, rec in evals.items():
+        for name, r in rec["benchmarks"].items():
+            table.append(
+                {
+                    "model": who,
+                    "benchmark": name,
+                    "n": r["n"],
+                    "pass@1": r["pass@1"],
+                    "pass@1_ci95": r["pass@1_ci95"],
+                    "mean_tokens": r["mean_tokens"],
+                    "truncated": r["truncated"],
+                    "trainable_frac": train["trainable_frac"] if who == "student" else None,
+                }
+            )
+    log = train.pop("log")
+    summary: dict[str, Any] = {
+        **{k: v for k, v in train.items() if k != "model"},
+        "teacher_rollouts": {k: v for k, v in cache_stats.items() if k != "teacher"},
+        "cache_reused": reused,
+        "wall_time_s": wall.seconds,
+    }
+    if evals:
+        correct = {who: _greedy_correct(out / f"eval_{who}") for who in evals}
+        per_bench = {}
+        for name in evals["student"]["benchmarks"]:
+            acc = {who: evals[who]["benchmarks"][name]["pass@1"] for who in evals}
+            gap = acc["teacher"] - acc["base"]
+            keys = sorted(k for k in correct["student"] if k[0] == name)
+            per_bench[name] = {
+                **{f"{who}_pass@1": a for who, a in acc.items()},
+                "student_minus_teacher": acc["student"] - acc["teacher"],
+                "gap_closed": (acc["student"] - acc["base"]) / gap if gap else None,
+                "student_vs_teacher": mcnemar_exact(
+                    [correct["teacher"][k] for k in keys], [correct["student"][k] for k in keys]
+                ),
+                "student_vs_base": mcnemar_exact(
+                    [correct["base"][k] for k in keys], [correct["student"][k] for k in keys]
+                ),
+            }
+        summary["eval"] = per_bench
+    record = {
+        "table": table,
+        "summary": summary,
+        "config": to_dict(cfg),
+        "models": {
+            "base": train["model"],
+            "teacher": cache_stats.get("teacher"),
+            "adapter": str(out / ADAPTER),
+        },
+        "provenance": provenance(),
+    }
+    write_record(out, "distill", record, cfg)
+    plot_distill(log, table, train["trainable_frac"], out / "plots")
+    return record
+
+
+def plot_distill(log: list[dict], table: list[dict], trainable_frac: float, plots: Path) -> None:
+    """The KL / top-1 agreement curve, and the pass@1 bars of base, teacher and student."""
+    from .analysis import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    steps = [r["step"] for r in log]
+    ax.plot(steps, [r["train/kl"] for r in log], color="#1f77b4", label="KL(teacher‖student)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("KL (nats / token)", color="#1f77b4")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [r["train/top1_agree"] for r in log], color="#ff7f0e", ls="--")
+    ax2.set_ylabel("student top-1 = teacher top-1", color="#ff7f0e")
+    ax2.set_ylim(0, 1.02)
+    ax.set_title("KL-LoRA distillation")
+    save_figure(fig, plots / "distill_loss.png")
+
+    if not table:
+        return
+    benches = list(dict.fromkeys(r["benchmark"] for r in table))
+    who = ["base", "teacher", "student"]
+    colors = {"base": "#9e9e9e", "teacher": "#2ca02c", "student": "#1f77b4"}
+    fig, ax = plt.subplots(figsize=(max(5, 2.2 * len(benches) + 2), 4))
+    width = 0.8 / len(who)
+    for j, w in enumerate(who):
+        acc = {r["benchmark"]: r["pass@1"] for r in table if r["model"] == w}
+        xs = [b + (j - 1) * width for b in range(len(benches))]
+        ax.bar(xs, [100 * acc.get(b, 0.0) for b in benches], width, label=w, color=colors[w])
+    ax.set_xticks(list(range(len(benches))))
+    ax.set_xticklabels(benches, fontsize=8)
+    ax.set_ylabel("greedy pass@1 (%)")
+    ax.set_title(f"student = base + LoRA ({100 * trainable_frac:.2f}% of parameters trainable)")
+    ax.legend(fontsize=8)
+    save_figure(fig, plots / "distill_pass1.png")

@@ -1,0 +1,292 @@
+"""Stage configs (dict/YAML/flag merging and validation) and the command line's error contract:
+bad input is exactly one ``error: ...`` line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+from conftest import run_cli
+
+from reasonmaxxer.cli import _stage_config, cli, parse_sets
+from reasonmaxxer.config import (
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    SampleConfig,
+    SelectConfig,
+    TrainConfig,
+    build_run_config,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+    merge,
+)
+from reasonmaxxer.errors import UserError
+
+# --------------------------------------------------------------------------- from_dict
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(UserError, match=r"unknown key\(s\) kk"):
+        from_dict(EvalConfig, {"kk": 3})
+    with pytest.raises(UserError, match=r"train: unknown key\(s\) learning_rate"):
+        from_dict(RunConfig, {"train": {"learning_rate": 1e-3}})
+    with pytest.raises(UserError, match="unknown key"):
+        from_dict(RunConfig, {"trian": {}})
+
+
+@pytest.mark.parametrize(
+    ("cls", "data", "message"),
+    [
+        (EvalConfig, {"k": "abc"}, "k: expected int, got 'abc'"),
+        (EvalConfig, {"k": 1.5}, "k: expected int, got 1.5"),
+        (EvalConfig, {"k": [1]}, "k: expected int"),
+        (EvalConfig, {"temperature": "hot"}, "temperature: expected float"),
+        (EvalConfig, {"benchmarks": 3}, "benchmarks: expected str, got 3"),
+        (ModelConfig, {"trust_remote_code": "maybe"}, "trust_remote_code: expected bool"),
+        (EvalConfig, {"k": None}, "k cannot be null"),
+        (RunConfig, {"train": 3}, "train: expected a mapping, got int"),
+    ],
+)
+def test_from_dict_rejects_bad_types(cls, data, message):
+    with pytest.raises(UserError) as e:
+        from_dict(cls, data)
+    assert message in str(e.value)
+
+
+def test_from_dict_coerces_strings_and_whole_floats():
+    ev = from_dict(EvalConfig, {"k": "4", "temperature": "0.5", "max_new_tokens": 32.0})
+    assert (ev.k, ev.temperature, ev.max_new_tokens) == (4, 0.5, 32)
+    assert isinstance(ev.max_new_tokens, int)
+    assert from_dict(EvalConfig, {"limit": None}).limit is None  # Optional accepts null
+    for text, value in [("yes", True), ("on", True), ("1", True), ("off", False), ("FALSE", False)]:
+        assert from_dict(ModelConfig, {"trust_remote_code": text}).trust_remote_code is value
+    # A YAML int where a float is wanted (`epochs: 3`, `lr: 1`) is a float, not an error.
+    tr = from_dict(TrainConfig, {"lr": 1, "epochs": 3})
+    assert (tr.lr, tr.epochs) == (1.0, 3.0) and isinstance(tr.epochs, float)
+    # A bool is not a number here, although Python's bool is an int.
+    with pytest.raises(UserError, match="k: expected int, got True"):
+        from_dict(EvalConfig, {"k": True})
+    with pytest.raises(UserError, match="lr: expected float, got False"):
+        from_dict(TrainConfig, {"lr": False})
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: EvalConfig(top_p=0), "--top-p must be in (0, 1]"),
+        (lambda: EvalConfig(top_p=1.01), "--top-p must be in (0, 1]"),
+        (lambda: EvalConfig(temperature=0), "--temperature must be > 0"),
+        (lambda: EvalConfig(limit=0), "--limit must be >= 1"),
+        (lambda: SampleConfig(k=1), "--k must be >= 2"),
+        (lambda: SampleConfig(chunk_problems=0), "--chunk-problems must be >= 1"),
+        (lambda: SelectConfig(min_pass=0.5, max_pass=0.5), "need 0 <= --min-pass < --max-pass"),
+        (lambda: SelectConfig(min_pass=-0.01), "need 0 <= --min-pass < --max-pass"),
+        (lambda: SelectConfig(max_pass=1.01), "need 0 <= --min-pass < --max-pass"),
+        (lambda: SelectConfig(top_frac=None), "give --tau or --top-frac"),
+        (lambda: SelectConfig(top_frac=0.0), "--top-frac must be in (0, 1]"),
+        (lambda: SelectConfig(drop_longest=1.0), "--drop-longest must be in [0, 1)"),
+        (lambda: SelectConfig(gate="middle"), "--gate must be one of entropy, all, random, low"),
+        (lambda: ModelConfig(dtype="int8"), "--dtype must be one of"),
+        (lambda: TrainConfig(lr=0), "need --lr > 0"),
+        (lambda: TrainConfig(lora_targets="  "), "--lora-targets must name"),
+    ],
+)
+def test_post_init_validation(make, message):
+    with pytest.raises(UserError) as e:
+        make()
+    assert message in str(e.value)
+
+
+def test_explicit_tau_clears_top_frac():
+    assert SelectConfig().top_frac == 0.1 and SelectConfig().tau is None
+    s = SelectConfig(tau=1.0)
+    assert (s.tau, s.top_frac) == (1.0, None)
+    s = SelectConfig(tau=0.5, top_frac=0.3)  # both given: tau wins
+    assert (s.tau, s.top_frac) == (0.5, None)
+    s = SelectConfig(tau=None, top_frac=0.3)
+    assert (s.tau, s.top_frac) == (None, 0.3)
+    # Through the dict path too: a default top_frac does not survive an explicit tau.
+    cfg = build_run_config(overrides={"select": {"tau": "2.0"}})
+    assert (cfg.select.tau, cfg.select.top_frac) == (2.0, None)
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def test_merge_none_keeps_base_and_recurses():
+    base = {"a": 1, "s": {"x": 1, "y": 2}}
+    assert merge(base, {"a": None, "s": {"y": 3, "z": None}}) == {"a": 1, "s": {"x": 1, "y": 3}}
+    assert base == {"a": 1, "s": {"x": 1, "y": 2}}  # not modified in place
+
+
+def test_yaml_then_overrides(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text(
+        "sample:\n  k: 4\n  train: arith:level=1\ntrain:\n  lr: 0.001\n  epochs: 3\n"
+        "select:\n  tau: 1.5\n"
+    )
+    cfg = build_run_config(str(user), {"train": {"lr": "0.002"}, "sample": {"seed": None}})
+    assert cfg.train.lr == 0.002  # override beats YAML
+    assert cfg.train.epochs == 3.0  # YAML beats default (2.0)
+    assert (cfg.sample.k, cfg.sample.train) == (4, "arith:level=1")
+    assert cfg.sample.seed == 42  # None override = not given
+    assert (cfg.select.tau, cfg.select.top_frac) == (1.5, None)
+    assert cfg.eval == EvalConfig()  # untouched sections keep their defaults
+    # The recorded YAML reads back to the same config.
+    assert from_dict(RunConfig, yaml.safe_load(dump_yaml(cfg))) == cfg
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_yaml(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(UserError, match="malformed YAML"):
+        load_yaml(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="expected a mapping at the top level"):
+        load_yaml(lst)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train:\n  lrr: 1\n")
+    with pytest.raises(UserError, match=r"train: unknown key\(s\) lrr"):
+        build_run_config(str(unknown))
+
+
+def test_stage_config_order(tmp_path):
+    """Defaults ← run dir's config.yaml ← --config ← flags."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("sample:\n  k: 4\n  seed: 7\n  limit: 3\n")
+    user = tmp_path / "user.yaml"
+    user.write_text("sample:\n  k: 6\n  seed: 9\n")
+    cfg = _stage_config(run_dir, str(user), {"sample": {"k": 8}})
+    assert (cfg.sample.k, cfg.sample.seed, cfg.sample.limit) == (8, 9, 3)
+    cfg = _stage_config(run_dir, None, {})
+    assert (cfg.sample.k, cfg.sample.seed, cfg.sample.limit) == (4, 7, 3)
+    cfg = _stage_config(None, None, {})
+    assert (cfg.sample.k, cfg.sample.seed, cfg.sample.limit) == (8, 42, None)
+
+
+def test_parse_sets():
+    assert parse_sets(
+        ("train.lr=3e-4", "select.tau=none", "select.top_frac=NULL", "eval.benchmarks=arith:n=5")
+    ) == {
+        "train": {"lr": "3e-4"},
+        "select": {"tau": None, "top_frac": None},
+        "eval": {"benchmarks": "arith:n=5"},
+    }
+    assert parse_sets(()) == {}
+    assert parse_sets(("train.lr=1", "train.lr=2")) == {"train": {"lr": "2"}}  # last one wins
+    for bad in ("lr=3e-4", "train.lr", "trainlr", "=1"):
+        with pytest.raises(UserError, match="--set expects section.key=value"):
+            parse_sets((bad,))
+    # Types are checked by the config, not by parse_sets.
+    with pytest.raises(UserError, match="lr: expected float"):
+        build_run_config(overrides=parse_sets(("train.lr=fast",)))
+
+
+def test_every_field_has_help():
+    for section in (ModelConfig, EvalConfig, SampleConfig, SelectConfig, TrainConfig):
+        for f in dataclasses.fields(section):
+            assert f.metadata.get("help"), f"{section.__name__}.{f.name}"
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow  # imports torch + transformers in a subprocess
+def test_cli_unknown_hub_model(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    proc = run_cli(
+        "eval", "--model", "no/such-model-xyz", "--limit", "2", "--out", out, cache=cache_dir
+    )
+    line = _one_error_line(proc)
+    assert "cannot load model 'no/such-model-xyz'" in line
+    assert not out.exists()
+
+
+@pytest.mark.slow  # imports torch + transformers in a subprocess
+def test_cli_missing_model_folder(tmp_path, cache_dir):
+    missing = tmp_path / "no-such-dir"
+    proc = run_cli("eval", "--model", f"{missing}/", "--out", tmp_path / "out", cache=cache_dir)
+    line = _one_error_line(proc)
+    assert line == f"error: model path not found: {missing}/"
+
+
+@pytest.mark.slow  # imports torch + transformers in a subprocess
+def test_cli_folder_without_config(tmp_path, cache_dir):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    proc = run_cli("eval", "--model", folder, "--out", tmp_path / "out", cache=cache_dir)
+    assert _one_error_line(proc) == f"error: {folder} is not a model folder (no config.json)"
+
+
+def test_cli_missing_benchmark_file(tmp_path, tiny_model_dir, cache_dir):
+    proc = run_cli(
+        "eval", "--model", tiny_model_dir, "--benchmarks", "missing.jsonl", "--out",
+        tmp_path / "out", cache=cache_dir, cwd=tmp_path,
+    )  # fmt: skip
+    assert _one_error_line(proc) == "error: file not found: missing.jsonl"
+
+
+def test_cli_malformed_jsonl_line(tmp_path, tiny_model_dir, cache_dir):
+    bench = tmp_path / "bad.jsonl"
+    bench.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+2", "answer": \n')
+    proc = run_cli(
+        "eval", "--model", tiny_model_dir, "--benchmarks", bench, "--out", tmp_path / "out",
+        cache=cache_dir,
+    )  # fmt: skip
+    line = _one_error_line(proc)
+    assert line.startswith(f"error: {bench}:2: malformed JSON line")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("eval", "--top-p", "0"), "error: --top-p must be in (0, 1]"),
+        (("eval", "--k", "abc"), "'abc' is not a valid integer"),
+        (("eval", "--no-such-flag"), "--no-such-flag"),
+        (("eval", "--dtype", "int8"), "'int8' is not one of"),
+        (("sample", "--k", "1"), "error: --k must be >= 2"),
+        (("run", "--set", "trainlr=1"), "error: --set expects section.key=value"),
+        (("run", "--set", "train.lrr=1"), "error: train: unknown key(s) lrr"),
+        (("run", "--config", "nope.yaml"), "error: config file not found: nope.yaml"),
+    ],
+)
+def test_cli_bad_values_one_line(tmp_path, cache_dir, args, needle):
+    proc = run_cli(*args, "--out", tmp_path / "out", cache=cache_dir, cwd=tmp_path)
+    line = _one_error_line(proc)
+    assert needle in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_help_for_every_command():
+    names = sorted(cli.commands)
+    assert {"eval", "sample", "select", "train", "run", "benchmarks"} <= set(names)
+    top = run_cli("--help")
+    assert top.returncode == 0 and top.stderr == ""
+    for name in names:
+        assert name in top.stdout
+        proc = run_cli(name, "--help")
+        assert proc.returncode == 0, (name, proc.stderr)
+        assert proc.stdout.startswith(f"Usage: python -m reasonmaxxer {name}"), proc.stdout[:80]
+        assert proc.stderr == ""
+    # Flags come from the dataclasses, with their help text and defaults.
+    proc = run_cli("eval", "--help")
+    assert "--top-p FLOAT" in proc.stdout and "nucleus sampling for the k samples" in proc.stdout
+    assert "--trust-remote-code / --no-trust-remote-code" in proc.stdout

@@ -1,0 +1,240 @@
+"""Generation: the custom KV-cache decode loop against transformers' own ``generate``, row
+dropping, seeded sampling, nucleus / temperature sampling, and ``HFGenerator``'s bookkeeping.
+
+All model tests use the seeded tiny Llama from ``conftest.py`` (float32, CPU).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reasonmaxxer.generation import HFGenerator, SamplingParams, decode, sample_next
+from reasonmaxxer.models import load_model
+
+PROMPTS = [
+    "What is 2+3?",
+    "Hi",
+    "A longer prompt about arithmetic: 12 + 30 = ?",
+    "Seven times six\nis",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model, tok, _ = load_model(str(tiny_model_dir))
+    return model, tok
+
+
+def _left_padded(tok, prompts):
+    enc = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+    assert tok.padding_side == "left"
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def _cut(ids: list[int], eos: set[int]) -> list[int]:
+    """Ids up to and including the first end-of-sequence id."""
+    for t, x in enumerate(ids):
+        if x in eos:
+            return ids[: t + 1]
+    return ids
+
+
+def _greedy(n: int) -> SamplingParams:
+    return SamplingParams(max_new_tokens=n)
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def test_decode_greedy_equals_hf_generate(tiny):
+    model, tok = tiny
+    ids, mask = _left_padded(tok, PROMPTS)
+    lengths = mask.sum(1).tolist()
+    assert len(set(lengths)) == len(PROMPTS)  # really different lengths, really padded
+    n = 24
+    eos = {tok.eos_token_id}
+    with torch.inference_mode():
+        ref = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=n,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )[:, ids.shape[1] :]
+        out = decode(model, ids, mask, _greedy(n), [tok.eos_token_id], None)
+    assert len(out) == len(PROMPTS)
+    for r, row in enumerate(out):
+        expected = _cut(ref[r].tolist(), eos)
+        assert row == expected, f"row {r}"
+        assert len(row) == n or row[-1] == tok.eos_token_id
+    # The rows are not all the same sequence (the test would be weak otherwise).
+    assert len({tuple(r) for r in out}) == len(PROMPTS)
+
+
+def test_finished_rows_are_dropped_without_changing_the_others(tiny):
+    model, tok = tiny
+    ids, mask = _left_padded(tok, PROMPTS)
+    n = 16
+    with torch.inference_mode():
+        free = decode(model, ids, mask, _greedy(n), [tok.eos_token_id], None)
+    assert all(tok.eos_token_id not in r for r in free)  # this tiny model rarely ends
+    # Treat two tokens that row 0 and row 2 emit early as end-of-sequence ids.
+    stops = {free[0][1], free[2][4]}
+    expected = [_cut(r, stops) for r in free]
+    lengths = [len(r) for r in expected]
+    assert min(lengths) < n and max(lengths) == n, lengths  # some rows end early, some not
+    assert len({x for x in lengths if x < n}) >= 1
+    with torch.inference_mode():
+        got = decode(model, ids, mask, _greedy(n), sorted(stops), None)
+        alone = [
+            decode(
+                model,
+                torch.tensor([tok(p, add_special_tokens=False)["input_ids"]]),
+                torch.ones(
+                    (1, len(tok(p, add_special_tokens=False)["input_ids"])), dtype=torch.long
+                ),
+                _greedy(n),
+                sorted(stops),
+                None,
+            )[0]
+            for p in PROMPTS
+        ]
+    assert got == expected
+    assert got == alone  # same as decoding each prompt on its own, without padding
+
+
+def test_sampling_is_reproducible_per_seed(tiny):
+    model, tok = tiny
+    ids, mask = _left_padded(tok, PROMPTS)
+    params = SamplingParams(max_new_tokens=12, temperature=1.0)
+
+    def run(seed):
+        with torch.inference_mode():
+            return decode(
+                model, ids, mask, params, [tok.eos_token_id], torch.Generator().manual_seed(seed)
+            )
+
+    a, b, c = run(5), run(5), run(6)
+    assert a == b
+    assert a != c
+    with torch.inference_mode():
+        greedy = decode(model, ids, mask, _greedy(12), [tok.eos_token_id], None)
+    assert a != greedy  # temperature 1 over ~99 tokens is not the argmax path
+
+
+def test_max_new_tokens_one(tiny):
+    model, tok = tiny
+    ids, mask = _left_padded(tok, PROMPTS)
+    with torch.inference_mode():
+        out = decode(model, ids, mask, _greedy(1), [tok.eos_token_id], None)
+        first = model(input_ids=ids, attention_mask=mask).logits[:, -1].argmax(-1).tolist()
+    assert out == [[t] for t in first]
+
+
+# --------------------------------------------------------------------------- sample_next
+
+
+def test_top_p_keeps_only_the_nucleus():
+    # p = [0.6, 0.25, 0.1, 0.05]. Mass before each token (sorted): 0, 0.6, 0.85, 0.95.
+    # top_p = 0.5 drops every token whose preceding mass is >= 0.5: only token 0 is left.
+    logits = torch.log(torch.tensor([[0.05, 0.6, 0.1, 0.25]])).repeat(4000, 1)
+    gen = torch.Generator().manual_seed(0)
+    picks = sample_next(logits, SamplingParams(1, temperature=1.0, top_p=0.5), gen)
+    assert picks.shape == (4000,)
+    assert set(picks.tolist()) == {1}
+    # A tiny top_p still keeps the top token.
+    picks = sample_next(logits, SamplingParams(1, temperature=1.0, top_p=0.01), gen)
+    assert set(picks.tolist()) == {1}
+    # top_p = 0.8 keeps {0.6, 0.25}, renormalised: 0.6/0.85 = 0.706, 0.25/0.85 = 0.294.
+    picks = sample_next(logits, SamplingParams(1, temperature=1.0, top_p=0.8), gen)
+    assert set(picks.tolist()) == {1, 3}
+    assert (picks == 1).float().mean().item() == pytest.approx(0.706, abs=0.03)
+
+
+def test_temperature_sampling_frequencies():
+    base = torch.tensor([0.5, 0.3, 0.2])
+    logits = torch.log(base).repeat(20000, 1)
+    gen = torch.Generator().manual_seed(1)
+    picks = sample_next(logits, SamplingParams(1, temperature=1.0), gen)
+    freq = torch.bincount(picks, minlength=3).float() / len(picks)
+    assert freq.tolist() == pytest.approx([0.5, 0.3, 0.2], abs=0.02)
+    # T = 2 flattens: p ∝ sqrt(p) = [0.7071, 0.5477, 0.4472] / 1.7020 = [0.4155, 0.3218, 0.2628].
+    picks = sample_next(logits, SamplingParams(1, temperature=2.0), gen)
+    freq = torch.bincount(picks, minlength=3).float() / len(picks)
+    assert freq.tolist() == pytest.approx([0.4155, 0.3218, 0.2628], abs=0.02)
+    # T = 0 is greedy: always the argmax, no generator needed.
+    assert set(sample_next(logits[:10], SamplingParams(1, temperature=0.0), None).tolist()) == {0}
+
+
+# --------------------------------------------------------------------------- HFGenerator
+
+
+def test_hf_generator_order_and_greedy_content(tiny):
+    model, tok = tiny
+    gen = HFGenerator(model, tok, batch_size=3)  # batches split the length-sorted items
+    assert gen.eos_ids == [tok.eos_token_id]
+    n = 10
+    res = gen.generate(PROMPTS, _greedy(n), seed=0)
+    assert len(res) == len(PROMPTS)
+    for p, row in zip(PROMPTS, res, strict=True):
+        assert len(row) == 1
+        c = row[0]
+        prompt_ids = tok(p, add_special_tokens=False)["input_ids"]
+        assert c.prompt_ids == prompt_ids  # completion i belongs to prompt i
+        with torch.inference_mode():
+            solo = decode(
+                model,
+                torch.tensor([prompt_ids]),
+                torch.ones((1, len(prompt_ids)), dtype=torch.long),
+                _greedy(n),
+                [tok.eos_token_id],
+                None,
+            )[0]
+        assert c.token_ids == solo
+        assert c.finish == "length" and len(c.token_ids) == n
+        assert c.text == tok.decode(c.token_ids, skip_special_tokens=True)
+    assert gen.stats.sequences == len(PROMPTS)
+    assert gen.stats.tokens == n * len(PROMPTS)
+
+
+def test_hf_generator_n_samples_stop_and_length(tiny):
+    model, tok = tiny
+    gen = HFGenerator(model, tok, batch_size=16)
+    n, max_new = 12, 20
+    # T = 5 is close to uniform over 99 tokens: P(<|im_end|> within 20 tokens) ≈ 18% each.
+    params = SamplingParams(max_new_tokens=max_new, temperature=5.0, n=n)
+    res = gen.generate(PROMPTS[:3], params, seed=11)
+    assert [len(r) for r in res] == [n] * 3
+    finishes = []
+    for p, row in zip(PROMPTS[:3], res, strict=True):
+        assert all(c.prompt_ids == tok(p, add_special_tokens=False)["input_ids"] for c in row)
+        assert len({tuple(c.token_ids) for c in row}) == n  # n different samples
+        for c in row:
+            finishes.append(c.finish)
+            if c.finish == "stop":
+                assert c.token_ids[-1] == tok.eos_token_id
+                assert tok.eos_token_id not in c.token_ids[:-1]
+                assert len(c.token_ids) <= max_new
+            else:
+                assert c.finish == "length"
+                assert len(c.token_ids) == max_new
+                assert tok.eos_token_id not in c.token_ids
+            assert c.text == tok.decode(c.token_ids, skip_special_tokens=True)
+    assert "stop" in finishes and "length" in finishes
+    # Same seed, same everything: same samples.
+    again = gen.generate(PROMPTS[:3], params, seed=11)
+    assert [[c.token_ids for c in r] for r in again] == [[c.token_ids for c in r] for r in res]
+
+
+def test_hf_generator_stop_string(tiny):
+    model, tok = tiny
+    plain = HFGenerator(model, tok).generate(PROMPTS[:1], _greedy(12))[0][0]
+    stop = plain.text[4:6]
+    cut = plain.text.index(stop)
+    assert 0 < cut < len(plain.text)
+    stopped = HFGenerator(model, tok, stop=[stop]).generate(PROMPTS[:1], _greedy(12))[0][0]
+    assert stopped.text == plain.text[:cut]
+    assert stopped.finish == "stop"
+    assert stopped.token_ids == plain.token_ids  # the ids are kept whole for teacher forcing

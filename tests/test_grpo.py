@@ -1,0 +1,170 @@
+"""The GRPO baseline: config validation, the reward, the CLI flags, and a 2-step tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from reasonmaxxer.errors import UserError
+from reasonmaxxer.grpo import GRPORunConfig, build_grpo_config, make_reward
+
+
+def test_config_defaults_mirror_reasonmaxxer():
+    from reasonmaxxer.config import SampleConfig, TrainConfig
+
+    cfg = GRPORunConfig()
+    t, s = TrainConfig(), SampleConfig()
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_targets) == (
+        t.lora_r,
+        t.lora_alpha,
+        t.lora_targets,
+    )
+    assert cfg.train == s.train and cfg.max_completion_length == s.max_new_tokens
+    assert cfg.prompts_per_step == 2
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"batch_size": 6}, "multiple of --num-generations"),
+        ({"num_generations": 1, "batch_size": 1}, "--num-generations"),
+        ({"max_minutes": 0.0}, "--max-minutes"),
+        ({"loss_type": "ppo"}, "--loss-type"),
+        ({"eval_every": -1}, "--eval-every"),
+    ],
+)
+def test_config_rejects_bad_values(kw, msg):
+    with pytest.raises(UserError, match=msg):
+        GRPORunConfig(**kw)
+
+
+def test_build_config_yaml_then_flags(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"lr": 1e-4, "model": {"threads": 2}, "num_generations": 4}))
+    cfg = build_grpo_config(str(path), {"lr": 3e-4, "batch_size": 4})
+    assert (cfg.lr, cfg.model.threads, cfg.num_generations, cfg.batch_size) == (3e-4, 2, 4, 4)
+    with pytest.raises(UserError, match="unknown key"):
+        build_grpo_config(None, {"not_a_field": 1})
+
+
+def test_reward_uses_the_grader_and_stop_strings():
+    reward = make_reward(["\nQuestion:"], timeout_s=5.0)
+    completions = [
+        "so \\boxed{7}",
+        "the answer is 8",
+        "\\boxed{7}\nQuestion: next? \\boxed{9}",
+        "\\boxed{8}\nQuestion: \\boxed{7}",
+    ]
+    assert reward(completions, ["7", "7", "7", "7"], id=list("abcd")) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_cli_flags_come_from_the_dataclass():
+    from click.testing import CliRunner
+
+    from reasonmaxxer.cli_grpo import grpo_cmd
+
+    result = CliRunner().invoke(grpo_cmd, ["--help"])
+    assert result.exit_code == 0
+    for flag in ("--num-generations", "--max-minutes", "--eval-every", "--lora-r", "--model"):
+        assert flag in result.output
+
+
+@pytest.mark.slow
+def test_grpo_two_steps_on_a_tiny_model(digit_model_dir, tmp_path):
+    """2 GRPO steps with an eval every step on 4 problems; adapter, log and manifest."""
+    pytest.importorskip("trl")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from reasonmaxxer.grpo import run_grpo
+
+    problems = tmp_path / "sevens.jsonl"
+    problems.write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "problem": f"What is {i} + {7 - i}?", "answer": "7"}) + "\n"
+            for i in range(8)
+        )
+    )
+    cfg = build_grpo_config(
+        None,
+        {
+            "model": {"model": str(digit_model_dir)},
+            "train": str(problems),
+            "eval_benchmarks": str(problems),
+            "eval_limit": 4,
+            "eval_every": 1,
+            "max_steps": 2,
+            "num_generations": 4,
+            "batch_size": 4,
+            "grad_accum": 2,
+            "max_completion_length": 12,
+            "eval_max_new_tokens": 12,
+            "lr": 1e-3,
+        },
+    )
+    out = tmp_path / "run"
+    manifest = run_grpo(cfg, out)
+
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/sevens/pass@1" in r]
+    train = [r for r in rows if "train/reward" in r]
+    assert [r["step"] for r in evals] == [0, 1, 2]
+    assert [r["step"] for r in train] == [1, 2]
+    assert all("wall_time_s" in r for r in rows)
+    assert evals[0]["wall_time_s"] == 0.0 <= evals[1]["wall_time_s"] <= evals[2]["wall_time_s"]
+    assert all(k in train[-1] for k in ("train/kl", "train/loss", "train/learning_rate"))
+    assert train[0]["train/learning_rate"] == pytest.approx(1e-3 / 5)  # warm-up step 1 of 5
+
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["steps"] == manifest["steps"] == 2
+    assert saved["stopped_by"] == "max_steps"
+    assert (
+        saved["final_eval"]["step"] == 2 and saved["final_eval"]["benchmarks"]["sevens"]["n"] == 4
+    )
+    assert saved["tokens"]["sequences_generated"] == 2 * 8
+    assert saved["tokens"]["generated"] > 0 and saved["tokens"]["forward_backward"] > 0
+    t = saved["timing_s"]
+    assert t["generation"] > 0 and t["train"] >= t["generation"] + t["reward"]
+    assert saved["peak_rss_mib"] > 0 and saved["provenance"]["versions"]["trl"]
+    assert len((out / "eval_samples.jsonl").read_text().splitlines()) == 4
+    assert GRPORunConfig(**{}).lora_r == yaml.safe_load((out / "config.yaml").read_text())["lora_r"]
+
+    base = AutoModelForCausalLM.from_pretrained(str(digit_model_dir))
+    model = PeftModel.from_pretrained(base, str(out / "adapter"))
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and model.peft_config["default"].r == 32
+    if any(r["train/frac_reward_zero_std"] < 1 for r in train):  # some group had a signal
+        assert max(float(p.abs().max()) for p in lora_b) > 0
+
+
+@pytest.mark.slow
+def test_grpo_with_reasonmaxxer_rollouts_and_time_budget(digit_model_dir, tmp_path):
+    """The decode-loop rollout generator plugs into TRL; a spent budget stops cleanly."""
+    pytest.importorskip("trl")
+    from reasonmaxxer.grpo import run_grpo
+
+    cfg = build_grpo_config(
+        None,
+        {
+            "model": {"model": str(digit_model_dir)},
+            "train": "arith:level=1,n=8,split=train",
+            "eval_benchmarks": "arith:level=1,n=2,split=eval",
+            "eval_every": 0,
+            "max_steps": 5,
+            "max_minutes": 1e-6,
+            "num_generations": 4,
+            "batch_size": 8,
+            "max_completion_length": 10,
+            "eval_max_new_tokens": 10,
+            "rollout_generator": "reasonmaxxer",
+        },
+    )
+    m = run_grpo(cfg, tmp_path / "run")
+    assert m["rollout_generator"] == "reasonmaxxer"
+    assert m["steps"] == 1 and m["stopped_by"] == "time_budget"
+    assert m["tokens"]["sequences_generated"] == 8
+    assert 0 < m["tokens"]["generated"] <= 8 * 10
+    assert [e["step"] for e in m["evals"]] == [0, 1]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

@@ -1,0 +1,159 @@
+"""Confidence intervals and paired tests, checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from reasonmaxxer.evaluation import summarize
+from reasonmaxxer.stats import (
+    bootstrap_mean_ci,
+    mcnemar_exact,
+    paired_bootstrap,
+    pass_at_k,
+    wilson_interval,
+)
+
+
+def _pairs(gained: int, lost: int, both: int = 0, neither: int = 0):
+    base = [False] * gained + [True] * lost + [True] * both + [False] * neither
+    new = [True] * gained + [False] * lost + [True] * both + [False] * neither
+    return base, new
+
+
+# --------------------------------------------------------------------------- McNemar
+
+
+@pytest.mark.parametrize(
+    ("gained", "lost", "p"),
+    [
+        (6, 1, 2 * (1 + 7) / 128),  # 2·[C(7,0)+C(7,1)]/2^7 = 0.125
+        (1, 6, 0.125),  # symmetric
+        (5, 0, 2 * 1 / 32),  # 0.0625
+        (10, 0, 2 / 1024),
+        (4, 2, 2 * (1 + 6 + 15) / 64),  # 0.6875
+        (3, 3, 1.0),  # 2·42/64 > 1, capped
+        (1, 0, 1.0),  # 2·1/2
+        (0, 0, 1.0),  # no discordant pair
+    ],
+)
+def test_mcnemar_exact_hand_values(gained, lost, p):
+    base, new = _pairs(gained, lost, both=3, neither=2)  # concordant pairs do not matter
+    r = mcnemar_exact(base, new)
+    assert r == {
+        "gained": gained,
+        "lost": lost,
+        "n": gained + lost + 5,
+        "p_value": pytest.approx(p),
+    }
+
+
+def test_mcnemar_needs_pairs():
+    with pytest.raises(ValueError):
+        mcnemar_exact([True], [True, False])
+
+
+# --------------------------------------------------------------------------- Wilson
+
+
+def test_wilson_interval_hand_values():
+    # 8/10, z = 1.959964, z² = 3.841459: denom = 1.3841459,
+    # centre = (0.8 + 0.1920729) / denom = 0.7167406,
+    # half = z·sqrt(0.016 + 0.0096036) / denom = 0.2265760 → [0.490165, 0.943317].
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.490165, abs=1e-5)
+    assert hi == pytest.approx(0.943317, abs=1e-5)
+    # 0/10: [0, z²/(n+z²)] = [0, 3.841459/13.841459] = [0, 0.277532].
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.277532), abs=1e-5)
+    # 10/10: [n/(n+z²), 1] = [0.722468, 1].
+    assert wilson_interval(10, 10) == pytest.approx((0.722468, 1.0), abs=1e-5)
+    assert wilson_interval(0, 0) == (0.0, 0.0)
+
+
+# --------------------------------------------------------------------------- pass@k
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"),
+    [
+        (4, 1, 2, 0.5),  # 1 − C(3,2)/C(4,2) = 1 − 3/6
+        (5, 2, 1, 0.4),  # pass@1 = c/n
+        (5, 0, 1, 0.0),
+        (4, 3, 2, 1.0),  # n − c < k: every pair holds a correct sample
+        (10, 3, 3, 1 - 35 / 120),  # 1 − C(7,3)/C(10,3)
+        (8, 8, 8, 1.0),
+    ],
+)
+def test_pass_at_k(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_mean_ci():
+    assert bootstrap_mean_ci([0.25] * 7) == (0.25, 0.25)
+    assert bootstrap_mean_ci([]) == (0.0, 0.0)
+    values = [0.0, 1.0] * 20  # mean 0.5, se = 0.5/sqrt(40) = 0.079 → CI ≈ 0.5 ± 0.155
+    lo, hi = bootstrap_mean_ci(values, seed=3)
+    assert 0.30 < lo < 0.40 and 0.60 < hi < 0.70
+    assert bootstrap_mean_ci(values, seed=3) == (lo, hi)  # seeded
+
+
+def test_paired_bootstrap():
+    same = [0.0, 0.5, 1.0, 0.25]
+    r = paired_bootstrap(same, same)
+    assert r == {"diff": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0, "n": 4}
+    # Every problem improves by 0.5: every resample has mean 0.5, none is on the far side of 0.
+    r = paired_bootstrap([0.0, 0.25, 0.5], [0.5, 0.75, 1.0])
+    assert r["diff"] == pytest.approx(0.5)
+    assert r["ci95"] == pytest.approx([0.5, 0.5])
+    assert r["p_value"] == 0.0
+    # diffs [1, 1, 0, 0]: a resample has mean <= 0 only if it draws no 1: (1/2)^4 = 1/16,
+    # so p ≈ 2/16 = 0.125.
+    r = paired_bootstrap([0, 0, 1, 1], [1, 1, 1, 1], n_boot=4000, seed=1)
+    assert r["diff"] == pytest.approx(0.5)
+    assert r["p_value"] == pytest.approx(0.125, abs=0.03)
+    assert r["ci95"] == pytest.approx([0.0, 1.0])
+    # Sign: new worse than base gives a negative difference.
+    assert paired_bootstrap([1, 1, 0], [0, 1, 0])["diff"] == pytest.approx(-1 / 3)
+    assert paired_bootstrap([], [])["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [])
+
+
+# --------------------------------------------------------------------------- summarize
+
+
+def test_summarize_metrics():
+    def row(correct, rule="boxed", n_tokens=10, finish="stop", timed_out=False):
+        return {
+            "correct": correct,
+            "rule": rule,
+            "n_tokens": n_tokens,
+            "finish": finish,
+            "timed_out": timed_out,
+        }
+
+    greedy = [row(True), row(False, "none", 20, "length"), row(True, "last_number", 30)]
+    sampled = [
+        [row(True), row(False)],  # 1/2
+        [row(False), row(False, timed_out=True)],  # 0/2
+        [row(True), row(True)],  # 2/2
+    ]
+    s = summarize(greedy, sampled, k=2)
+    assert s["n"] == 3
+    assert s["pass@1"] == pytest.approx(2 / 3)
+    assert s["pass@1_ci95"] == pytest.approx(list(wilson_interval(2, 3)))
+    assert s["extraction"] == {"boxed": 1, "none": 1, "last_number": 1}
+    assert s["mean_tokens"] == pytest.approx(20.0)
+    assert s["truncated"] == 1
+    assert s["avg@k"] == pytest.approx((0.5 + 0.0 + 1.0) / 3)
+    # pass@2 from 2 samples: 1, 0, 1 → 2/3.
+    assert s["pass@k"] == pytest.approx(2 / 3)
+    assert s["timeouts"] == 1
+    assert s["k"] == 2
+    only_greedy = summarize(greedy, None, k=1)
+    assert "avg@k" not in only_greedy and "pass@k" not in only_greedy
+    assert not math.isnan(summarize([], None, k=1)["pass@1"])
