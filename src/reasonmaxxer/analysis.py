@@ -32,9 +32,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 import random
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -43,7 +41,7 @@ from typing import Any
 
 from .config import EvalConfig, PromptConfig, dump_yaml, to_dict
 from .errors import UserError
-from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 __all__ = [
     "CLASSES",
@@ -1172,17 +1170,7 @@ def save_figure(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _pyplot():
