@@ -148,7 +148,14 @@ def _write_run(run_dir, *, with_p2_entropies: bool = True):
                 }
             )
             if pid != "p2" or with_p2_entropies:
-                ents.append({"problem_id": pid, "rollout": j, "entropy": ENT[(pid, j)]})
+                ents.append(
+                    {
+                        "problem_id": pid,
+                        "rollout": j,
+                        "entropy": ENT[(pid, j)],
+                        "autocast": "bfloat16",
+                    }
+                )
     (run_dir / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
     (run_dir / ENTROPIES).write_text("".join(json.dumps(r) + "\n" for r in ents))
 
@@ -278,7 +285,10 @@ def test_compute_entropies_teacher_forced_and_cached(tmp_path, tiny_model_dir):
         },
     ]
     cfg = build_run_config(
-        overrides={"model": {"model": str(tiny_model_dir)}, "select": {"batch_size": 2}}
+        overrides={
+            "model": {"model": str(tiny_model_dir)},
+            "select": {"batch_size": 2, "autocast": "off"},
+        }
     )
     ent = compute_entropies(tmp_path, rows, cfg)
     with torch.inference_mode():
@@ -296,8 +306,18 @@ def test_compute_entropies_teacher_forced_and_cached(tmp_path, tiny_model_dir):
     cached = list(iter_jsonl(tmp_path / ENTROPIES))
     assert {(c["problem_id"], c["rollout"]) for c in cached} == {("a", 0), ("a", 1), ("b", 0)}
     # A second call is served from the cache: it does not load the (now unloadable) model.
-    cfg2 = build_run_config(overrides={"model": {"model": str(tmp_path / "gone")}})
+    cfg2 = build_run_config(
+        overrides={"model": {"model": str(tmp_path / "gone")}, "select": {"autocast": "off"}}
+    )
     assert compute_entropies(tmp_path, rows, cfg2) == ent
+    # Entries made at another precision are not reused: bf16 recomputes, close to fp32.
+    cfg3 = build_run_config(
+        overrides={"model": {"model": str(tiny_model_dir)}, "select": {"autocast": "bfloat16"}}
+    )
+    ent_bf16 = compute_entropies(tmp_path, rows, cfg3)
+    for key, h in ent.items():
+        assert ent_bf16[key] == pytest.approx(h, abs=0.05)
+    assert {c.get("autocast") for c in iter_jsonl(tmp_path / ENTROPIES)} == {"bfloat16"}
 
 
 # --------------------------------------------------------------------------- train

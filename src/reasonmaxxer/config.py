@@ -149,6 +149,9 @@ class SelectConfig:
         "entropy", "where the contrastive term applies", ("entropy", "all", "random", "low")
     )
     batch_size: int = _f(16, "rollouts per teacher-forced forward pass")
+    autocast: str = _f(
+        "bfloat16", "mixed precision for the entropy forward pass", ("bfloat16", "off")
+    )
     seed: int = _f(0, "seed for the random gate")
 
     def __post_init__(self) -> None:

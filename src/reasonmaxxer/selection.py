@@ -7,7 +7,9 @@
 3. Base entropy of every generated token by teacher-forcing the stored token ids (one forward
    pass per batch, never re-generation). Entropies are cached per rollout in
    ``entropies.jsonl`` (appended batch by batch), so a re-run with another gate or τ costs
-   nothing and an interrupted one resumes.
+   nothing and an interrupted one resumes. The forward pass may run under bf16 autocast
+   (``--autocast``, default on: ~2.5x faster on CPU); the entropy itself is always computed in
+   float32 from the logits, and cached entries remember which precision made them.
 4. Decision points by τ (nats) or a top fraction, with the ``entropy | all | random | low``
    gates for the controls.
 
@@ -82,15 +84,16 @@ def compute_entropies(
 
     from .losses import entropy_from_logits
     from .models import load_model
+    from .training import build_batch
 
     path = run_dir / ENTROPIES
+    precision = cfg.select.autocast
     cache: dict[tuple[str, int], list[float]] = {}
     if path.is_file():
         for r in iter_jsonl(path, tolerate_torn_tail=True):
-            cache[(r["problem_id"], r["rollout"])] = r["entropy"]
-        atomic_write_jsonl(
-            path, [{"problem_id": p, "rollout": j, "entropy": h} for (p, j), h in cache.items()]
-        )
+            if r.get("autocast", "off") == precision:
+                cache[(r["problem_id"], r["rollout"])] = r["entropy"]
+        atomic_write_jsonl(path, [_cache_row(p, j, h, precision) for (p, j), h in cache.items()])
     todo = [r for r in rows if (r["problem_id"], r["rollout"]) not in cache]
     if not todo:
         return cache
@@ -99,18 +102,35 @@ def compute_entropies(
     )
     todo.sort(key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
     bs = cfg.select.batch_size
+    autocast = torch.autocast(
+        model.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"
+    )
     with torch.inference_mode():
         for b in tqdm(range(0, len(todo), bs), desc="entropy (teacher-forced)", unit="batch"):
             batch = todo[b : b + bs]
-            logits, starts, lengths = teacher_forced_logits(model, batch)
+            # Left padding: the last T + 1 logits cover every completion token, so the LM head
+            # never runs over prompt positions.
+            x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
+            with autocast:
+                logits = model(
+                    input_ids=x["input_ids"].to(model.device),
+                    attention_mask=x["attention_mask"].to(model.device),
+                    position_ids=x["position_ids"].to(model.device),
+                    logits_to_keep=x["keep"],
+                ).logits[:, :-1]  # [B, T, V]
+            h = entropy_from_logits(logits.float())  # [B, T] nats
+            t_max = h.shape[1]
             out = []
             for i, r in enumerate(batch):
-                h = entropy_from_logits(logits[i, starts[i] : starts[i] + lengths[i]])
-                ent = [round(float(x), 5) for x in h]
+                ent = [round(float(v), 5) for v in h[i, t_max - len(r["completion_ids"]) :]]
                 cache[(r["problem_id"], r["rollout"])] = ent
-                out.append({"problem_id": r["problem_id"], "rollout": r["rollout"], "entropy": ent})
+                out.append(_cache_row(r["problem_id"], r["rollout"], ent, precision))
             append_jsonl(path, out)
     return cache
+
+
+def _cache_row(problem_id: str, rollout: int, entropy: list[float], precision: str) -> dict:
+    return {"problem_id": problem_id, "rollout": rollout, "entropy": entropy, "autocast": precision}
 
 
 def quantiles(values: list[float], qs=(0.5, 0.9, 0.95, 0.99)) -> dict[str, float]:
