@@ -137,7 +137,7 @@ def test_yaml_then_overrides(tmp_path):
     assert (cfg.sample.k, cfg.sample.train) == (4, "arith:level=1")
     assert cfg.sample.seed == 42  # None override = not given
     assert (cfg.select.tau, cfg.select.top_frac) == (1.5, None)
-    assert cfg.eval == EvalConfig()  # untouched sections keep their defaults
+    assert cfg.eval == build_run_config().eval  # untouched sections keep the packaged defaults
     # The recorded YAML reads back to the same config.
     assert from_dict(RunConfig, yaml.safe_load(dump_yaml(cfg))) == cfg
 
@@ -179,9 +179,13 @@ def test_parse_sets():
         ("train.lr=3e-4", "select.tau=none", "select.top_frac=NULL", "eval.benchmarks=arith:n=5")
     ) == {
         "train": {"lr": "3e-4"},
-        "select": {"tau": None, "top_frac": None},
+        "select": {"tau": "none", "top_frac": "NULL"},
         "eval": {"benchmarks": "arith:n=5"},
     }
+    # "none" switches an optional field off, even one the packaged default sets.
+    assert build_run_config().select.max_problems is not None
+    off = build_run_config(overrides=parse_sets(("select.max_problems=none",)))
+    assert off.select.max_problems is None
     assert parse_sets(()) == {}
     assert parse_sets(("train.lr=1", "train.lr=2")) == {"train": {"lr": "2"}}  # last one wins
     for bad in ("lr=3e-4", "train.lr", "trainlr", "=1"):

@@ -159,7 +159,7 @@ def test_malformed_line_inside_the_file_is_an_error(sampled, tiny_model_dir):
 
 
 @pytest.mark.parametrize(
-    "change", [{"k": 3}, {"seed": 4}, {"temperature": 0.7}, {"max_new_tokens": 5}]
+    "change", [{"k": 3}, {"seed": 4}, {"temperature": 0.3}, {"max_new_tokens": 5}]
 )
 def test_changed_settings_are_refused(sampled, tiny_model_dir, change):
     run, path, lines = sampled

@@ -161,9 +161,13 @@ def _write_run(run_dir, *, with_p2_entropies: bool = True):
 
 
 def _cfg(tmp_path, **select):
-    # A model that cannot be loaded: the entropy cache must cover every rollout.
+    # A model that cannot be loaded: the entropy cache must cover every rollout. The packaged
+    # default's problem cap and length filter are switched off: these hand cases test the rest.
     return build_run_config(
-        overrides={"model": {"model": str(tmp_path / "no-model-here")}, "select": select}
+        overrides={
+            "model": {"model": str(tmp_path / "no-model-here")},
+            "select": {"max_problems": "none", "drop_longest": 0.0, **select},
+        }
     )
 
 

@@ -73,7 +73,7 @@ def parse_sets(sets: tuple[str, ...]) -> dict:
             raise UserError(f"--set expects section.key=value, got {item!r}")
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = None if value.lower() in ("none", "null") else value
+        out.setdefault(section, {})[name] = value  # "none" switches an optional field off
     return out
 
 

@@ -252,6 +252,8 @@ def _base_type(tp: Any) -> tuple[type, bool]:
 
 def _coerce(cls: type, name: str, value: Any) -> Any:
     tp, optional = _base_type(_resolve_type(cls, name))
+    if optional and isinstance(value, str) and value.strip().lower() in ("none", "null"):
+        value = None  # how --set and overrides switch an optional field off
     if value is None:
         if optional:
             return None
