@@ -7,13 +7,12 @@ stderr and exit status 2; an interrupt keeps finished work and says how to resum
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-import typing
 from pathlib import Path
 
 import click
 
+from .cliutil import config_options, pick
 from .config import (
     EvalConfig,
     ModelConfig,
@@ -22,7 +21,6 @@ from .config import (
     SampleConfig,
     SelectConfig,
     TrainConfig,
-    _base_type,
     build_run_config,
     dump_yaml,
     from_dict,
@@ -31,38 +29,6 @@ from .config import (
     to_dict,
 )
 from .errors import UserError
-
-CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
-
-
-def config_options(cls: type, *, skip: tuple[str, ...] = ()):
-    """Decorator adding one ``--flag`` per dataclass field; unset flags arrive as None."""
-
-    def decorate(fn):
-        hints = typing.get_type_hints(cls)
-        for f in reversed(dataclasses.fields(cls)):
-            if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
-                continue
-            tp, _ = _base_type(hints[f.name])
-            flag = f.name.replace("_", "-")
-            default = f.default if f.default is not dataclasses.MISSING else "…"
-            help_text = f"{f.metadata.get('help', '')} [default: {default}]"
-            if tp is bool:
-                opt = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)
-            else:
-                choices = f.metadata.get("choices")
-                ctype = click.Choice(choices) if choices else CLICK_TYPES[tp]
-                opt = click.option(f"--{flag}", f.name, type=ctype, default=None, help=help_text)
-            fn = opt(fn)
-        return fn
-
-    return decorate
-
-
-def pick(cls: type, kwargs: dict) -> dict:
-    """The subset of CLI kwargs that belong to ``cls`` and were given."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in kwargs.items() if k in names and v is not None}
 
 
 def parse_sets(sets: tuple[str, ...]) -> dict:

@@ -10,42 +10,21 @@ transformers) are imported inside the command bodies.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from pathlib import Path
 
 import click
 
 from .analysis import AnalysisConfig, DisagreeConfig, InterveneConfig
-from .config import PromptConfig, _base_type, from_dict, load_yaml, merge, to_dict
+from .cliutil import config_options
+from .config import PromptConfig, from_dict, load_yaml, merge, to_dict
 from .distill import DistillConfig
 
-CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
-MULTI = {"tau", "tau_fracs", "gate_fracs", "policies", "benchmarks"}  # repeatable, comma lists
+MULTI = frozenset({"tau", "tau_fracs", "gate_fracs", "policies", "benchmarks"})  # comma lists
 
 
 def _options(cls: type):
-    """One ``--flag`` per dataclass field (nested dataclasses skipped); unset flags are None.
-    Fields in :data:`MULTI` may be repeated, each value a comma list."""
-
-    def decorate(fn):
-        hints = typing.get_type_hints(cls)
-        for f in reversed(dataclasses.fields(cls)):
-            if dataclasses.is_dataclass(hints[f.name]):
-                continue
-            tp, _ = _base_type(hints[f.name])
-            flag = f.name.replace("_", "-")
-            default = f.default if f.default is not dataclasses.MISSING else "…"
-            help_text = f"{f.metadata.get('help', '')} [default: {default}]"
-            if tp is bool:
-                opt = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)
-            elif f.name in MULTI:
-                opt = click.option(f"--{flag}", f.name, multiple=True, help=help_text)
-            else:
-                opt = click.option(f"--{flag}", f.name, type=CLICK_TYPES[tp], help=help_text)
-            fn = opt(fn)
-        return fn
-
-    return decorate
+    """One ``--flag`` per field (see :func:`cliutil.config_options`); MULTI fields repeat."""
+    return config_options(cls, multi=MULTI)
 
 
 def _defaults(cls: type) -> dict:

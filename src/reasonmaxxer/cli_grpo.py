@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import config_options, pick
+from .cliutil import config_options, pick
 from .grpo import GRPORunConfig
 
 

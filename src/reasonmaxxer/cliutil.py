@@ -1,0 +1,51 @@
+"""Click options generated from config dataclasses, shared by every command module.
+
+Each dataclass field becomes one ``--flag`` with its type, choices and help text, so flags, YAML
+keys and the recorded ``config.yaml`` cannot drift apart. Unset flags arrive as ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import click
+
+from .config import _base_type
+
+CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def config_options(cls: type, *, skip: tuple[str, ...] = (), multi: frozenset[str] = frozenset()):
+    """Decorator adding one ``--flag`` per dataclass field; unset flags arrive as None.
+
+    Fields named in ``multi`` may be repeated (``--tau 1 --tau 2``); they arrive as a tuple.
+    """
+
+    def decorate(fn):
+        hints = typing.get_type_hints(cls)
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
+                continue
+            tp, _ = _base_type(hints[f.name])
+            flag = f.name.replace("_", "-")
+            default = f.default if f.default is not dataclasses.MISSING else "…"
+            help_text = f"{f.metadata.get('help', '')} [default: {default}]"
+            if tp is bool:
+                opt = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)
+            elif f.name in multi:
+                opt = click.option(f"--{flag}", f.name, multiple=True, help=help_text)
+            else:
+                choices = f.metadata.get("choices")
+                ctype = click.Choice(choices) if choices else CLICK_TYPES[tp]
+                opt = click.option(f"--{flag}", f.name, type=ctype, default=None, help=help_text)
+            fn = opt(fn)
+        return fn
+
+    return decorate
+
+
+def pick(cls: type, kwargs: dict) -> dict:
+    """The subset of CLI kwargs that belong to ``cls`` and were given."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in kwargs.items() if k in names and v is not None}
