@@ -166,7 +166,7 @@ def _cfg(tmp_path, **select):
     return build_run_config(
         overrides={
             "model": {"model": str(tmp_path / "no-model-here")},
-            "select": {"max_problems": "none", "drop_longest": 0.0, **select},
+            "select": {"max_problems": "none", "drop_longest": 0.0, "gate": "entropy", **select},
         }
     )
 
