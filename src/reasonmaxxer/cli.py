@@ -46,7 +46,8 @@ def parse_sets(sets: tuple[str, ...]) -> dict:
 def _console():
     from rich.console import Console
 
-    return Console(stderr=False)
+    # Off a terminal (logs, CI) rich would wrap at 80 columns and cut the comparison table.
+    return Console(width=None if sys.stdout.isatty() else 140)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
