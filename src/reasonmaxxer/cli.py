@@ -57,9 +57,17 @@ def cli() -> None:
     analyse why it works."""
 
 
-def _stage_config(run_dir: Path | None, config: str | None, overrides: dict) -> RunConfig:
-    """Defaults ← run dir's config.yaml (if any) ← --config YAML ← flags."""
+def _stage_config(
+    run_dir: Path | None, config: str | None, overrides: dict, *, plain_eval: bool = False
+) -> RunConfig:
+    """Defaults ← run dir's config.yaml (if any) ← --config YAML ← flags.
+
+    With ``plain_eval`` the eval section starts from the dataclass defaults (greedy only)
+    rather than the packaged run's (which adds avg@k for the demo's comparison).
+    """
     data = to_dict(build_run_config())
+    if plain_eval:
+        data["eval"] = to_dict(EvalConfig())
     if run_dir is not None and (run_dir / "config.yaml").is_file():
         data = merge(data, load_yaml(run_dir / "config.yaml"))
     if config:
@@ -101,6 +109,7 @@ def eval_cmd(adapter, config, out, **kw) -> None:
             "prompt": pick(PromptConfig, kw),
             "eval": pick(EvalConfig, kw),
         },
+        plain_eval=True,
     )
     _threads(cfg.model)
     record = evaluate(cfg.model, cfg.prompt, cfg.eval, out, adapter=adapter)
