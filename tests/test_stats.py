@@ -157,3 +157,14 @@ def test_summarize_metrics():
     only_greedy = summarize(greedy, None, k=1)
     assert "avg@k" not in only_greedy and "pass@k" not in only_greedy
     assert not math.isnan(summarize([], None, k=1)["pass@1"])
+
+
+def test_format_p():
+    from reasonmaxxer.stats import format_p
+
+    assert format_p(0.0, 2000) == "<5e-04"  # no bootstrap resample on the far side of 0
+    assert format_p(0.0) == "0"  # an exact test's 0 stays 0
+    assert format_p(0.0893) == "0.089"
+    assert format_p(1.74e-9) == "1.7e-09"
+    assert format_p(1.0) == "1"
+    assert format_p(None) == "–"

@@ -20,7 +20,7 @@ from .io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
 from .runinfo import Timer, provenance
 from .sampling import sample
 from .selection import select
-from .stats import mcnemar_exact, paired_bootstrap
+from .stats import format_p, mcnemar_exact, paired_bootstrap
 from .training import ADAPTER, train
 
 
@@ -195,13 +195,6 @@ def _eval_summary(record: dict) -> dict:
     }
 
 
-def _p(p: float, n_boot: int | None = None) -> str:
-    """A p-value for people: a bootstrap with no resample on the far side is < 1/n_boot."""
-    if n_boot and p == 0:
-        return f"<{1 / n_boot:.0e}"
-    return f"{p:.2g}"
-
-
 def comparison_table(manifest: dict):
     from rich.table import Table
 
@@ -226,13 +219,13 @@ def comparison_table(manifest: dict):
             f"{100 * e['base_pass@1']:.1f}%",
             f"{100 * e['adapter_pass@1']:.1f}%",
             f"+{m['gained']}/−{m['lost']}",
-            _p(m["p_value"]),
+            format_p(m["p_value"]),
         ]
         if "avg@k_bootstrap" in e:
             bt = e["avg@k_bootstrap"]
             row += [
                 f"{100 * e['base_avg@k']:.1f}% → {100 * e['adapter_avg@k']:.1f}%",
-                _p(bt["p_value"], bt.get("n_boot", 2000)),
+                format_p(bt["p_value"], bt.get("n_boot", 2000)),
             ]
         else:
             row += ["-", "-"]

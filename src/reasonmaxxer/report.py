@@ -41,6 +41,7 @@ from typing import Any
 
 from .errors import UserError
 from .io import atomic_write_text, iter_jsonl, read_json
+from .stats import format_p as fmt_p
 
 REPORT_HTML = "report.html"
 REPORT_DIR = "report"
@@ -222,12 +223,6 @@ def fmt_pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def fmt_p(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}".rstrip("0").rstrip(".") if p < 1 else "1"
-
-
 def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "–"
@@ -405,7 +400,7 @@ def _headline_table(benches: list[str], comparison: dict, results: dict) -> str:
                     f"{fmt_pct(ad_v)} {_ci_text(a.get('avg@k_ci95'))}",
                     "–" if d is None else f"{100 * d:+.1f} pts {_ci_text(bt.get('ci95'))}",
                     "bootstrap",
-                    esc(fmt_p(bt.get("p_value"))) if bt else "–",
+                    esc(fmt_p(bt.get("p_value"), bt.get("n_boot", 2000))) if bt else "–",
                 ]
             )
     return table(

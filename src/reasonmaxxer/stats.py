@@ -80,3 +80,13 @@ def paired_bootstrap(
         "p_value": min(1.0, 2 * min(below, above)),
         "n": n,
     }
+
+
+def format_p(p: float | None, n_boot: int | None = None) -> str:
+    """A p-value for people. A bootstrap with no resample on the far side of 0 has p < 1/n_boot,
+    which is what is shown instead of 0."""
+    if p is None:
+        return "–"
+    if n_boot and p == 0:
+        return f"<{1 / n_boot:.0e}"
+    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}".rstrip("0").rstrip(".") if p < 1 else "1"
