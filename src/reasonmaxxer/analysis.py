@@ -511,15 +511,9 @@ def forced_logits(model, rows: list[dict], device=None):
     completion token j is predicted by ``logits[i, T - n_i + j]`` (``T`` = longest
     completion, ``n_i`` = row i's completion length). Only the last ``T + 1`` positions go
     through the LM head."""
-    from .training import build_batch
+    from .training import build_batch, completion_logits
 
-    batch = build_batch(rows)
-    logits = model(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        position_ids=batch["position_ids"].to(device),
-        logits_to_keep=batch["keep"],
-    ).logits[:, :-1]
+    logits = completion_logits(model, build_batch(rows))
     return logits
 
 

@@ -329,18 +329,14 @@ def distill_step(model, batch: dict, t_lp, t_ids, *, autocast: bool):
     import torch
 
     from .losses import masked_mean, topk_tail_kl
+    from .training import completion_logits
 
     device = model.device
     ctx = torch.autocast(
         "cpu" if device.type == "cpu" else device.type, dtype=torch.bfloat16, enabled=autocast
     )
     with ctx:
-        logits = model(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-            position_ids=batch["position_ids"].to(device),
-            logits_to_keep=batch["keep"],
-        ).logits[:, :-1]
+        logits = completion_logits(model, batch)
     logits = logits.float()  # [B, T, V]
     if int(t_ids.max()) >= logits.shape[-1]:
         raise UserError(

@@ -249,20 +249,15 @@ def make_reward(stop: list[str], timeout_s: float):
 
 
 def lora_config(model, cfg: GRPORunConfig):
-    from peft import LoraConfig
+    """The same LoRA shape as ReasonMaxxer's (``training.lora_config``)."""
+    from .training import lora_config as make
 
-    targets = [m.strip() for m in cfg.lora_targets.split(",") if m.strip()]
-    names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    missing = [m for m in targets if m not in names]
-    if missing:
-        raise UserError(f"--lora-targets: no module named {', '.join(missing)} in this model")
-    return LoraConfig(
+    return make(
+        model,
         r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        bias="none",
-        task_type="CAUSAL_LM",
+        alpha=cfg.lora_alpha,
+        dropout=cfg.lora_dropout,
+        targets=cfg.lora_targets,
     )
 
 

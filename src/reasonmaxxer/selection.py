@@ -84,7 +84,7 @@ def compute_entropies(
 
     from .losses import entropy_from_logits
     from .models import load_model
-    from .training import build_batch
+    from .training import build_batch, completion_logits
 
     path = run_dir / ENTROPIES
     precision = cfg.select.autocast
@@ -112,12 +112,7 @@ def compute_entropies(
             # never runs over prompt positions.
             x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
             with autocast:
-                logits = model(
-                    input_ids=x["input_ids"].to(model.device),
-                    attention_mask=x["attention_mask"].to(model.device),
-                    position_ids=x["position_ids"].to(model.device),
-                    logits_to_keep=x["keep"],
-                ).logits[:, :-1]  # [B, T, V]
+                logits = completion_logits(model, x)  # [B, T, V]
             h = entropy_from_logits(logits.float())  # [B, T] nats
             t_max = h.shape[1]
             out = []

@@ -79,24 +79,46 @@ def bucketed_batches(
     return batches
 
 
-def lora_model(model, cfg: RunConfig):
-    from peft import LoraConfig, get_peft_model
+def lora_config(model, *, r: int, alpha: int, dropout: float, targets: str):
+    """A PEFT ``LoraConfig`` for ``model``; an unknown target module is one UserError."""
+    from peft import LoraConfig
 
-    t = cfg.train
-    targets = [m.strip() for m in t.lora_targets.split(",") if m.strip()]
-    names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    missing = [m for m in targets if m not in names]
+    names = [m.strip() for m in targets.split(",") if m.strip()]
+    modules = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [m for m in names if m not in modules]
     if missing:
         raise UserError(f"--lora-targets: no module named {', '.join(missing)} in this model")
-    config = LoraConfig(
-        r=t.lora_r,
-        lora_alpha=t.lora_alpha,
-        lora_dropout=t.lora_dropout,
-        target_modules=targets,
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=names,
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def lora_model(model, cfg: RunConfig):
+    from peft import get_peft_model
+
+    t = cfg.train
+    config = lora_config(
+        model, r=t.lora_r, alpha=t.lora_alpha, dropout=t.lora_dropout, targets=t.lora_targets
+    )
     return get_peft_model(model, config)
+
+
+def completion_logits(model, batch: dict):
+    """Forward a :func:`build_batch` batch; returns logits ``[B, T, V]`` where
+    ``logits[:, t]`` scores ``batch["targets"][:, t]``. Only the last ``T + 1`` positions go
+    through the LM head."""
+    device = model.device
+    return model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        position_ids=batch["position_ids"].to(device),
+        logits_to_keep=batch["keep"],
+    ).logits[:, :-1]
 
 
 def step_loss(model, batch: dict, cfg: RunConfig):
@@ -106,21 +128,15 @@ def step_loss(model, batch: dict, cfg: RunConfig):
     from .losses import kl_ref_to_policy, reasonmaxxer_loss, selective_log_softmax
 
     t = cfg.train
-    kwargs = {
-        "input_ids": batch["input_ids"],
-        "attention_mask": batch["attention_mask"],
-        "position_ids": batch["position_ids"],
-        "logits_to_keep": batch["keep"],
-    }
     autocast = torch.autocast(
         "cpu" if batch["input_ids"].device.type == "cpu" else "cuda",
         dtype=torch.bfloat16,
         enabled=t.autocast == "bfloat16",
     )
     with torch.no_grad(), model.disable_adapter(), autocast:
-        ref_logits = model(**kwargs).logits[:, :-1].float()  # [B, T, V]
+        ref_logits = completion_logits(model, batch).float()  # [B, T, V]
     with autocast:
-        logits = model(**kwargs).logits[:, :-1].float()  # [B, T, V]
+        logits = completion_logits(model, batch).float()  # [B, T, V]
     targets = batch["targets"]
     completion = batch["completion"]
     decision = batch["decision"] & completion
