@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasonmaxxer.generation import HFGenerator, SamplingParams, decode, sample_next
+from reasonmaxxer.generation import HFGenerator, SamplingParams, decode, nucleus, sample_next
 from reasonmaxxer.models import load_model
 
 PROMPTS = [
@@ -151,6 +151,35 @@ def test_top_p_keeps_only_the_nucleus():
     picks = sample_next(logits, SamplingParams(1, temperature=1.0, top_p=0.8), gen)
     assert set(picks.tolist()) == {1, 3}
     assert (picks == 1).float().mean().item() == pytest.approx(0.706, abs=0.03)
+
+
+def test_nucleus_hand_values():
+    # p = [0.1, 0.5, 0.05, 0.3, 0.05]; sorted 0.5, 0.3, 0.1, 0.05, 0.05 with mass before each
+    # 0, 0.5, 0.8, 0.9, 0.95. top_p = 0.75 keeps 0.5 and 0.3 (0.8 >= 0.75 drops the rest).
+    probs = torch.tensor([[0.1, 0.5, 0.05, 0.3, 0.05]])
+    kept, ids = nucleus(probs, 0.75, k=2)
+    assert ids.tolist() == [[1, 3]]
+    assert kept[0].tolist() == pytest.approx([0.5, 0.3])
+    # k = 1 holds only 0.5 < 0.75 of the mass: it grows (1 -> 4) until the nucleus fits.
+    kept, ids = nucleus(probs, 0.75, k=1)
+    assert ids[0, :2].tolist() == [1, 3]
+    assert kept[0].tolist() == pytest.approx([0.5, 0.3, 0.0, 0.0])
+
+
+def _full_sort_nucleus(probs, top_p):
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p)
+
+
+@pytest.mark.parametrize("spread", [0.1, 3.0])  # flat rows need ~all of the vocabulary
+def test_nucleus_matches_a_full_sort(spread):
+    gen = torch.Generator().manual_seed(3)
+    probs = torch.softmax(spread * torch.randn(6, 1000, generator=gen), dim=-1)
+    kept, ids = nucleus(probs, 0.9, k=8)
+    dense = torch.zeros_like(probs).scatter(-1, ids, kept)
+    assert torch.equal(dense > 0, _full_sort_nucleus(probs, 0.9) > 0)
+    assert torch.allclose(dense, _full_sort_nucleus(probs, 0.9))
 
 
 def test_temperature_sampling_frequencies():
