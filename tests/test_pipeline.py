@@ -46,6 +46,7 @@ def _sets(tmp_path) -> list[str]:
         "sample.max_new_tokens=8",
         "sample.chunk_problems=3",
         "select.top_frac=0.5",
+        "select.drop_longest=0",  # keep every mixed problem (drop_longest has its own test)
         "train.max_steps=2",
         "train.batch_size=4",
         "train.lora_r=4",
@@ -104,6 +105,9 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     # manifest.json with the comparison, checked against the two samples.jsonl files.
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"]) == set(STAGES)
+    # peak RSS is the process's running maximum, recorded after each stage
+    rss = [manifest["stages"][s]["peak_rss_mib"] for s in STAGES]
+    assert rss[0] > 0 and rss == sorted(rss)
     assert manifest["counts"]["train_steps"] == 2
     assert manifest["counts"]["problems_kept"] == len(kept)
     assert manifest["counts"]["rollouts"] == 24

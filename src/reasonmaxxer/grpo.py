@@ -31,7 +31,6 @@ uses the same clock and is checked at step ends, so the last step may run past i
 from __future__ import annotations
 
 import math
-import resource
 import tempfile
 import time
 import warnings
@@ -216,10 +215,6 @@ def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,7 +577,7 @@ def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
     from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
     from .models import load_model
     from .prompting import build_prompt, stop_strings
-    from .runinfo import package_versions, provenance
+    from .runinfo import package_versions, peak_rss_mib, provenance
     from .training import save_adapter
 
     out = Path(out)

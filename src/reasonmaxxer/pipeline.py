@@ -17,7 +17,7 @@ from .data import load_benchmark, load_benchmarks
 from .errors import UserError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
-from .runinfo import Timer, provenance
+from .runinfo import Timer, peak_rss_mib, provenance
 from .sampling import sample
 from .selection import select
 from .stats import format_p, mcnemar_exact, paired_bootstrap
@@ -115,7 +115,13 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         with Timer() as t:
             result = fn()
         timings[name] = t.seconds
-        stages[name] = {"hash": h, "result": result, "wall_time_s": t.seconds}
+        # peak RSS of the process so far: after train, the peak of the method's own stages
+        stages[name] = {
+            "hash": h,
+            "result": result,
+            "wall_time_s": t.seconds,
+            "peak_rss_mib": peak_rss_mib(),
+        }
         atomic_write_json(stages_path, stages)
         return result
 
@@ -156,7 +162,10 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         "config": c,
         "primary_metric": cfg.primary_metric,
         "comparison": comparison,
-        "stages": {k: {"wall_time_s": v["wall_time_s"]} for k, v in stages.items()},
+        "stages": {
+            k: {key: v[key] for key in ("wall_time_s", "peak_rss_mib") if key in v}
+            for k, v in stages.items()
+        },
         "counts": {
             "train_problems": s_sample["problems"],
             "rollouts": s_sample["rollouts"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -65,6 +66,11 @@ def provenance() -> dict:
         "host": host_info(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Timer:
