@@ -327,35 +327,43 @@ def test_compute_entropies_teacher_forced_and_cached(tmp_path, tiny_model_dir):
 # --------------------------------------------------------------------------- train
 
 
-def test_train_on_hand_made_selection(tmp_path, tiny_model_dir):
-    from peft import PeftModel
-
-    from reasonmaxxer.training import train
-
-    model, tok, _ = load_model(str(tiny_model_dir))
+def _hand_selection(run_dir, tok, advantages=(1.0, 1.0, 1.0)) -> list[dict]:
     texts = [("What is 1+1?", "2 is the answer"), ("Hi", "Hello there"), ("3*3=", "9, nine")]
     rows = []
-    for i, (p, c) in enumerate(texts):
+    for i, ((p, c), a) in enumerate(zip(texts, advantages, strict=True)):
         ids = tok(c)["input_ids"]
         rows.append(
             {
                 "problem_id": f"q{i}",
                 "rollout": 0,
                 "reward": 1.0,
-                "advantage": 1.0,
+                "advantage": a,
                 "prompt_ids": tok(p)["input_ids"],
                 "completion_ids": ids,
                 "entropy": [1.0] * len(ids),
                 "decision": [0, 2],
             }
         )
-    (tmp_path / SELECTION).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = build_run_config(
-        overrides={
-            "model": {"model": str(tiny_model_dir)},
-            "train": {"max_steps": 3, "batch_size": 2, "lora_r": 4, "lr": 0.01, "warmup_steps": 1},
-        }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SELECTION).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _train_cfg(model_dir, **train):
+    base = {"max_steps": 3, "batch_size": 2, "lora_r": 4, "lr": 0.01, "warmup_steps": 1}
+    return build_run_config(
+        overrides={"model": {"model": str(model_dir)}, "train": {**base, **train}}
     )
+
+
+def test_train_on_hand_made_selection(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+
+    from reasonmaxxer.training import train
+
+    model, tok, _ = load_model(str(tiny_model_dir))
+    rows = _hand_selection(tmp_path, tok)
+    cfg = _train_cfg(tiny_model_dir)
     s = train(tmp_path, cfg)
     assert s["steps"] == 3 and s["rollouts"] == 3
     assert 0 < s["trainable_frac"] < 1
@@ -381,3 +389,60 @@ def test_train_on_hand_made_selection(tmp_path, tiny_model_dir):
     # No selection file: a clear error.
     with pytest.raises(UserError, match="selection.jsonl not found"):
         train(tmp_path / "empty", cfg)
+
+
+@pytest.mark.parametrize("kill_at", [2, 3])  # resume mid-epoch (batches left) / at an epoch end
+def test_train_killed_and_resumed_matches_an_uninterrupted_run(
+    tmp_path, tiny_model_dir, monkeypatch, kill_at
+):
+    from safetensors.torch import load_file
+
+    from reasonmaxxer import training
+
+    _, tok, _ = load_model(str(tiny_model_dir))
+    cfg = _train_cfg(tiny_model_dir, max_steps=5, epochs=4, checkpoint_every=1)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for d in (straight, resumed):
+        _hand_selection(d, tok, advantages=(1.0, -0.5, 0.5))
+    training.train(straight, cfg)
+    assert not (straight / training.CHECKPOINT).exists()  # removed once the adapter is saved
+
+    real_append = training.append_jsonl
+
+    def dies_at_step(path, rows):  # the process dies while step `kill_at` is being logged
+        if rows[0]["step"] == kill_at:
+            raise KeyboardInterrupt
+        real_append(path, rows)
+
+    monkeypatch.setattr(training, "append_jsonl", dies_at_step)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(resumed, cfg)
+    assert not (resumed / training.ADAPTER).exists()
+    assert (resumed / training.CHECKPOINT / "meta.json").is_file()
+    monkeypatch.setattr(training, "append_jsonl", real_append)
+    s = training.train(resumed, cfg)
+    assert s["resumed_from_step"] == kill_at - 1
+
+    a = load_file(str(straight / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(resumed / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    log_a = list(iter_jsonl(straight / "train_log.jsonl"))
+    log_b = list(iter_jsonl(resumed / "train_log.jsonl"))
+    assert [r["step"] for r in log_b] == [1, 2, 3, 4, 5]
+    assert [r["train/loss"] for r in log_b] == pytest.approx([r["train/loss"] for r in log_a])
+
+    # A checkpoint made for other settings is ignored: training starts from step 0.
+    other = tmp_path / "other"
+    _hand_selection(other, tok, advantages=(1.0, -0.5, 0.5))
+    monkeypatch.setattr(training, "append_jsonl", dies_at_step)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(other, cfg)
+    monkeypatch.setattr(training, "append_jsonl", real_append)
+    assert (
+        training.train(other, _train_cfg(tiny_model_dir, max_steps=5, epochs=4, lr=0.02))[
+            "resumed_from_step"
+        ]
+        == 0
+    )

@@ -190,6 +190,11 @@ class TrainConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout")
     lora_targets: str = _f("q_proj,k_proj,v_proj,o_proj", "comma list of module names to adapt")
     seed: int = _f(0, "training seed (adapter init, shuffling)")
+    checkpoint_every: int = _f(
+        20,
+        "save a resumable checkpoint (adapter, optimizer, data order) every N optimizer steps; "
+        "a killed train resumes from it (0: never)",
+    )
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -197,6 +202,7 @@ class TrainConfig:
             self.lr > 0 and self.lam >= 0 and self.beta > 0, "need --lr > 0, --lam >= 0, --beta > 0"
         )
         _check(self.epochs > 0, "--epochs must be > 0")
+        _check(self.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
         _check(
             self.batch_size >= 1 and self.grad_accum >= 1,
             "--batch-size and --grad-accum must be >= 1",

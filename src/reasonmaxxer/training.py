@@ -4,10 +4,17 @@
 Each micro-batch runs π_ref (no grad) and π_θ on the stored token ids; the loss (``losses``)
 applies the contrastive / bounded term at decision points and the KL anchor elsewhere.
 Writes ``train_log.jsonl`` (one row per optimizer step) and ``adapter/`` in PEFT format.
+
+Every ``checkpoint_every`` steps the adapter, the AdamW moments, the RNG states and the
+remaining batch order go to ``train_checkpoint/`` (safetensors + JSON, written atomically);
+a killed run started again with the same selection and settings continues from there and
+ends with the same adapter as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
@@ -15,13 +22,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, to_dict
 from .errors import UserError
-from .io import append_jsonl, atomic_write_json, iter_jsonl
+from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
 from .runinfo import Timer
 from .selection import SELECTION
 
 ADAPTER = "adapter"
+CHECKPOINT = "train_checkpoint"
 
 
 def build_batch(rows: list[dict]):
@@ -173,16 +181,84 @@ def lr_at(step: int, base_lr: float, warmup: int) -> float:
     return base_lr * min(1.0, (step + 1) / max(warmup, 1))
 
 
-def save_adapter(model, out: Path) -> None:
-    """Save the PEFT adapter atomically (safetensors + adapter_config.json)."""
+def _atomic_dir(out: Path, fill) -> None:
+    """Build a folder with ``fill(tmp)`` next to ``out``, then swap it in."""
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        fill(tmp)
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_adapter(model, out: Path) -> None:
+    """Save the PEFT adapter atomically (safetensors + adapter_config.json)."""
+    _atomic_dir(out, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
+
+
+def _checkpoint_key(cfg: RunConfig, rows: list[dict]) -> str:
+    """What a checkpoint is only valid for: model, training settings and the selected rows."""
+    train = {k: v for k, v in to_dict(cfg.train).items() if k != "checkpoint_every"}
+    rows_id = [(r["problem_id"], r["rollout"], r["decision"], r["advantage"]) for r in rows]
+    blob = json.dumps([to_dict(cfg.model), train, rows_id], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(out: Path, *, model, opt, params, step, rng, order, rows, key) -> None:
+    """Adapter, AdamW state, torch and shuffling RNG, and the batches still to come."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    tensors = {f"adapter.{k}": v for k, v in get_peft_model_state_dict(model).items()}
+    for i, p in enumerate(params):
+        for name, v in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{name}"] = torch.as_tensor(v)
+    tensors["torch_rng"] = torch.get_rng_state()
+    index = {id(r): i for i, r in enumerate(rows)}
+    version, state, gauss = rng.getstate()
+    meta = {
+        "step": step,
+        "key": key,
+        "rng": [version, list(state), gauss],
+        "order": [[index[id(r)] for r in batch] for batch in order],
+    }
+
+    def fill(tmp: Path) -> None:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+        atomic_write_json(tmp / "meta.json", meta)
+
+    _atomic_dir(out, fill)
+
+
+def load_checkpoint(path: Path, *, model, opt, params, rng, rows, key) -> tuple[int, list]:
+    """Restore a checkpoint made by :func:`save_checkpoint`; returns (step, order).
+
+    A missing checkpoint, or one made for other settings or another selection, gives
+    ``(0, [])``: training starts from scratch.
+    """
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not (path / "meta.json").is_file() or not (path / "state.safetensors").is_file():
+        return 0, []
+    meta = read_json(path / "meta.json")
+    if meta.get("key") != key:
+        return 0, []
+    tensors = load_file(str(path / "state.safetensors"))
+    adapter = {k[len("adapter.") :]: v for k, v in tensors.items() if k.startswith("adapter.")}
+    set_peft_model_state_dict(model, adapter)
+    for i, p in enumerate(params):
+        state = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        if state:
+            opt.state[p] = state
+    torch.set_rng_state(tensors["torch_rng"])
+    version, state, gauss = meta["rng"]
+    rng.setstate((version, tuple(state), gauss))
+    return meta["step"], [[rows[i] for i in batch] for batch in meta["order"]]
 
 
 def train(run_dir: str | Path, cfg: RunConfig) -> dict:
@@ -221,11 +297,19 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
     if t.max_steps is not None:
         steps = min(steps, t.max_steps)
     log_path = run_dir / "train_log.jsonl"
-    log_path.unlink(missing_ok=True)
-    order: list[list[dict]] = []
-    bar = tqdm(total=steps, desc="train", unit="step", dynamic_ncols=True)
+    ckpt = run_dir / CHECKPOINT
+    ckpt_key = _checkpoint_key(cfg, rows)
+    start, order = load_checkpoint(
+        ckpt, model=model, opt=opt, params=params, rng=rng, rows=rows, key=ckpt_key
+    )
+    if start:  # the log keeps the steps the checkpoint holds, and nothing after them
+        done = [r for r in iter_jsonl(log_path, tolerate_torn_tail=True) if r["step"] <= start]
+        atomic_write_jsonl(log_path, done)
+    else:
+        log_path.unlink(missing_ok=True)
+    bar = tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     with Timer() as wall:
-        for step in range(steps):
+        for step in range(start, steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, t.lr, t.warmup_steps)
             acc: dict[str, float] = {}
@@ -254,8 +338,22 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
                 dec=f"{acc['loss_dec']:.3f}",
                 kl=f"{acc['loss_anchor']:.4f}",
             )
+            every = t.checkpoint_every
+            if every and (step + 1) % every == 0 and step + 1 < steps:
+                save_checkpoint(
+                    ckpt,
+                    model=model,
+                    opt=opt,
+                    params=params,
+                    step=step + 1,
+                    rng=rng,
+                    order=order,
+                    rows=rows,
+                    key=ckpt_key,
+                )
     bar.close()
     save_adapter(model, run_dir / ADAPTER)
+    shutil.rmtree(ckpt, ignore_errors=True)
     summary = {
         "steps": steps,
         "rollouts": len(rows),
@@ -267,6 +365,7 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         * per_step
         // len(rows),
         "wall_time_s": wall.seconds,
+        "resumed_from_step": start,
         "model": info.to_dict(),
     }
     atomic_write_json(run_dir / "train.json", summary)
