@@ -12,6 +12,7 @@ from reasonmaxxer.errors import UserError
 from reasonmaxxer.report import (
     build_report,
     divergence,
+    gated_bins,
     json_to_html,
     render_tokens,
     template_stripper,
@@ -422,3 +423,16 @@ def test_helpers():
         {"a": 1, "rows": [{"x": 1, "y": "z"}], "by": {"m": {"p": 1}, "n": {"p": 2}}}
     )
     assert table.count("<table") == 3
+
+
+def test_gated_bins_follow_the_gate():
+    edges = [0.0, 0.5, 1.0, 1.5, 2.0]
+    # entropy gate: bins starting at or above τ = 1.0
+    assert gated_bins(edges, 1.0, "entropy") == [False, False, True, True]
+    assert gated_bins(edges, 1.0, None) == [False, False, True, True]
+    # gate all marks every token whatever τ the top-frac setting produced
+    assert gated_bins(edges, 1.0, "all") == [True] * 4
+    # random / low pick tokens across bins: no threshold to shade
+    assert gated_bins(edges, 1.0, "random") == [False] * 4
+    assert gated_bins(edges, 1.0, "low") == [False] * 4
+    assert gated_bins(edges, None, "entropy") == [False] * 4

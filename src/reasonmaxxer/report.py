@@ -570,6 +570,18 @@ SELECT_COUNTS = (
 )
 
 
+def gated_bins(edges: list[float], tau: float | None, gate: str | None) -> list[bool]:
+    """Which histogram bins to shade as decision points. Only the entropy gate is a threshold:
+    ``all`` marks every bin; ``random`` and ``low`` mark tokens across bins (the τ they record
+    only fixed their count), so no bin is shaded for them."""
+    n = len(edges) - 1
+    if gate == "all":
+        return [True] * n
+    if gate not in (None, "entropy") or tau is None:
+        return [False] * n
+    return [edges[i] >= tau for i in range(n)]
+
+
 def _entropy_plot(hist, tau, frac, gate, source, figs: Figures) -> str:
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -577,10 +589,7 @@ def _entropy_plot(hist, tau, frac, gate, source, figs: Figures) -> str:
     edges, counts = hist["edges"], hist["counts"]
     fig, ax = plt.subplots(figsize=(5.2, 3.0))
     widths = [edges[i + 1] - edges[i] for i in range(len(counts))]
-    colors = [
-        GATED_COLOR if tau is not None and edges[i] >= tau else BASE_COLOR
-        for i in range(len(counts))
-    ]
+    colors = [GATED_COLOR if g else BASE_COLOR for g in gated_bins(edges, tau, gate)]
     ax.bar(edges[:-1], [max(c, 0) for c in counts], widths, align="edge", color=colors, lw=0)
     ax.set_yscale("log")
     ax.set_ylim(0.7, max(max(counts), 1) * 1.8)
@@ -597,7 +606,7 @@ def _entropy_plot(hist, tau, frac, gate, source, figs: Figures) -> str:
     ax.set_xlabel("base entropy of the generated token (nats)")
     ax.set_ylabel("tokens (log scale)")
     ax.set_title("Entropy of generated tokens")
-    if tau is not None:
+    if tau is not None and gate in (None, "entropy"):
         ax.axvline(tau, color="black", lw=1.2, ls="--")
         label = f"τ = {tau:.2f} nats"
         if frac is not None:
