@@ -23,6 +23,8 @@ of epochs are not the paper's (it gives none); measure them for a new pair.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
@@ -45,13 +47,15 @@ from .analysis import (
 )
 from .config import to_dict
 from .errors import UserError
-from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
+from .io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
 
 CACHE = "teacher_cache"
 TOPK_FILE = "topk.safetensors"
 INDEX_FILE = "index.jsonl"
 META_FILE = "meta.json"
 ADAPTER = "adapter"
+# settings that do not change what the student learns (a checkpoint survives changing them)
+NOT_TRAINING = ("checkpoint_every", "eval", "backend", "threads", "benchmarks", "limit")
 
 
 @dataclass
@@ -78,6 +82,9 @@ class DistillConfig(AnalysisConfig):
     max_grad_norm: float = _field(1.0, "gradient clipping")
     autocast: str = _field("bfloat16", "mixed precision of the training forward (bfloat16 | off)")
     seed: int = _field(0, "rollout sampling / adapter init / shuffling seed")
+    checkpoint_every: int = _field(
+        20, "save a resumable training checkpoint every N optimizer steps (0: never)"
+    )
     eval: bool = _field(True, "evaluate student, teacher and base on --benchmarks")
     backend: str = _field("auto", "generation backend of the evaluation (auto | hf | vllm)")
 
@@ -92,6 +99,7 @@ class DistillConfig(AnalysisConfig):
         _check(bool(self.lora_targets.strip()), "--lora-targets must name at least one module")
         _check(self.lr > 0 and self.epochs > 0, "need --lr > 0 and --epochs > 0")
         _check(self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1")
+        _check(self.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
         _check(
             self.train_batch_size >= 1 and self.grad_accum >= 1 and self.gen_batch_size >= 1,
             "batch sizes and --grad-accum must be >= 1",
@@ -359,12 +367,11 @@ def distill_step(model, batch: dict, t_lp, t_ids, *, autocast: bool):
 def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path) -> dict:
     """Train a fresh LoRA on the base against the cached teacher; saves ``out/adapter``."""
     import torch
-    from tqdm.auto import tqdm
 
     from .config import RunConfig, TrainConfig
     from .models import load_model
     from .runinfo import Timer
-    from .training import bucketed_batches, build_batch, lora_model, lr_at, save_adapter
+    from .training import build_batch, lora_model, optimize, save_adapter
 
     rows = [{**r, "decision": [], "advantage": 0.0} for r in rows if r["length"] > 0]
     if not rows:
@@ -390,54 +397,41 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     base_params = total - trainable
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     k = ids.shape[1]
 
-    per_step = cfg.train_batch_size * cfg.grad_accum
-    steps = math.ceil(cfg.epochs * len(rows) / per_step)
-    if cfg.max_steps is not None:
-        steps = min(steps, cfg.max_steps)
-    log_path = out / "distill_log.jsonl"
-    log_path.unlink(missing_ok=True)
-    log: list[dict] = []
-    order: list[list[dict]] = []
-    bar = tqdm(total=steps, desc="distill", unit="step", dynamic_ncols=True)
+    def micro_loss(micro: list[dict]):
+        batch = build_batch(micro)
+        t_lp, t_ids = teacher_targets(micro, ids, logprobs, batch["targets"].shape[1], k)
+        return distill_step(model, batch, t_lp, t_ids, autocast=cfg.autocast == "bfloat16")
+
+    # a checkpoint is valid for the same teacher cache and training settings
+    settings = {n: v for n, v in to_dict(cfg).items() if n not in NOT_TRAINING}
+    key = json.dumps([read_json(out / CACHE / META_FILE)["key"], settings], sort_keys=True)
     with Timer() as wall:
-        for step in range(steps):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps)
-            acc = {"kl": 0.0, "top1_agree": 0.0, "tokens": 0}
-            for _ in range(cfg.grad_accum):
-                if not order:
-                    order = bucketed_batches(rows, cfg.train_batch_size, rng)
-                micro = order.pop()
-                batch = build_batch(micro)
-                t_lp, t_ids = teacher_targets(micro, ids, logprobs, batch["targets"].shape[1], k)
-                loss, stats = distill_step(
-                    model, batch, t_lp, t_ids, autocast=cfg.autocast == "bfloat16"
-                )
-                (loss / cfg.grad_accum).backward()
-                acc["kl"] += stats["kl"] / cfg.grad_accum
-                acc["top1_agree"] += stats["top1_agree"] / cfg.grad_accum
-                acc["tokens"] += stats["tokens"]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            record = {
-                "step": step + 1,
-                "epoch": (step + 1) * per_step / len(rows),
-                "lr": opt.param_groups[0]["lr"],
-                "grad_norm": grad_norm,
-                "train/kl": acc["kl"],
-                "train/top1_agree": acc["top1_agree"],
-                "train/tokens": acc["tokens"],
-            }
-            append_jsonl(log_path, [record])
-            log.append(record)
-            bar.update(1)
-            bar.set_postfix(kl=f"{acc['kl']:.4f}", agree=f"{acc['top1_agree']:.3f}")
-    bar.close()
+        steps, _, log = optimize(
+            model,
+            opt,
+            rows,
+            micro_loss=micro_loss,
+            epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            batch_size=cfg.train_batch_size,
+            grad_accum=cfg.grad_accum,
+            lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            max_grad_norm=cfg.max_grad_norm,
+            rng=rng,
+            log_path=out / "distill_log.jsonl",
+            checkpoint=out / "distill_checkpoint",
+            checkpoint_every=cfg.checkpoint_every,
+            checkpoint_key=hashlib.sha256(key.encode()).hexdigest()[:16],
+            desc="distill",
+            postfix=lambda acc: {"kl": f"{acc['kl']:.4f}", "agree": f"{acc['top1_agree']:.3f}"},
+            summed=("tokens",),
+        )
     model.eval()
     save_adapter(model, out / ADAPTER)
     tail = log[-max(1, len(log) // 10) :]

@@ -261,10 +261,86 @@ def load_checkpoint(path: Path, *, model, opt, params, rng, rows, key) -> tuple[
     return meta["step"], [[rows[i] for i in batch] for batch in meta["order"]]
 
 
+def optimize(
+    model,
+    opt,
+    rows: list[dict],
+    *,
+    micro_loss,
+    epochs: float,
+    max_steps: int | None,
+    batch_size: int,
+    grad_accum: int,
+    lr: float,
+    warmup_steps: int,
+    max_grad_norm: float,
+    rng: random.Random,
+    log_path: Path,
+    checkpoint: Path,
+    checkpoint_every: int,
+    checkpoint_key: str,
+    desc: str,
+    postfix,
+    summed: tuple[str, ...] = (),
+) -> tuple[int, int, list[dict]]:
+    """The optimisation loop ``train`` and ``distill`` share: shuffled length-bucketed
+    micro-batches, linear warm-up, gradient accumulation and clipping, one ``log_path`` row
+    per optimizer step, and a resumable checkpoint every ``checkpoint_every`` steps (removed
+    at the end; the caller saves the adapter).
+
+    ``micro_loss(rows) -> (loss, stats)``; the stats of a step are averaged over its
+    micro-batches, except the ``summed`` keys. Returns ``(steps, resumed_from, log rows)``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    params = [p for g in opt.param_groups for p in g["params"]]
+    per_step = batch_size * grad_accum
+    steps = math.ceil(epochs * len(rows) / per_step)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+    ckpt_args = {"model": model, "opt": opt, "params": params, "rng": rng, "rows": rows}
+    start, order = load_checkpoint(checkpoint, key=checkpoint_key, **ckpt_args)
+    if start:  # the log keeps the steps the checkpoint holds, and nothing after them
+        done = [r for r in iter_jsonl(log_path, tolerate_torn_tail=True) if r["step"] <= start]
+        atomic_write_jsonl(log_path, done)
+    else:
+        log_path.unlink(missing_ok=True)
+    bar = tqdm(total=steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+    for step in range(start, steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, lr, warmup_steps)
+        acc: dict[str, float] = {}
+        for _ in range(grad_accum):
+            if not order:
+                order = bucketed_batches(rows, batch_size, rng)
+            loss, stats = micro_loss(order.pop())
+            (loss / grad_accum).backward()
+            for name, v in stats.items():
+                acc[name] = acc.get(name, 0.0) + (v if name in summed else v / grad_accum)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        record = {
+            "step": step + 1,
+            "epoch": (step + 1) * per_step / len(rows),
+            "lr": opt.param_groups[0]["lr"],
+            "grad_norm": grad_norm,
+            **{f"train/{name}": v for name, v in acc.items()},
+        }
+        append_jsonl(log_path, [record])
+        bar.update(1)
+        bar.set_postfix(postfix(acc))
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            save_checkpoint(checkpoint, step=step + 1, order=order, key=checkpoint_key, **ckpt_args)
+    bar.close()
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return steps, start, list(iter_jsonl(log_path))
+
+
 def train(run_dir: str | Path, cfg: RunConfig) -> dict:
     """Train the adapter on ``run_dir/selection.jsonl``; returns the training summary."""
     import torch
-    from tqdm.auto import tqdm
 
     from .models import load_model
 
@@ -289,71 +365,36 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
     model.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-
-    per_step = t.batch_size * t.grad_accum
-    steps = math.ceil(t.epochs * len(rows) / per_step)
-    if t.max_steps is not None:
-        steps = min(steps, t.max_steps)
-    log_path = run_dir / "train_log.jsonl"
-    ckpt = run_dir / CHECKPOINT
-    ckpt_key = _checkpoint_key(cfg, rows)
-    start, order = load_checkpoint(
-        ckpt, model=model, opt=opt, params=params, rng=rng, rows=rows, key=ckpt_key
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
     )
-    if start:  # the log keeps the steps the checkpoint holds, and nothing after them
-        done = [r for r in iter_jsonl(log_path, tolerate_torn_tail=True) if r["step"] <= start]
-        atomic_write_jsonl(log_path, done)
-    else:
-        log_path.unlink(missing_ok=True)
-    bar = tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
     with Timer() as wall:
-        for step in range(start, steps):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, t.lr, t.warmup_steps)
-            acc: dict[str, float] = {}
-            for _ in range(t.grad_accum):
-                if not order:
-                    order = bucketed_batches(rows, t.batch_size, rng)
-                micro = order.pop()
-                loss, stats = step_loss(model, build_batch(micro), cfg)
-                (loss / t.grad_accum).backward()
-                for key, v in stats.items():
-                    acc[key] = acc.get(key, 0.0) + v / t.grad_accum
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            record = {
-                "step": step + 1,
-                "epoch": (step + 1) * per_step / len(rows),
-                "lr": opt.param_groups[0]["lr"],
-                "grad_norm": grad_norm,
-                **{f"train/{k}": v for k, v in acc.items()},
-            }
-            append_jsonl(log_path, [record])
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{acc['loss']:.3f}",
-                dec=f"{acc['loss_dec']:.3f}",
-                kl=f"{acc['loss_anchor']:.4f}",
-            )
-            every = t.checkpoint_every
-            if every and (step + 1) % every == 0 and step + 1 < steps:
-                save_checkpoint(
-                    ckpt,
-                    model=model,
-                    opt=opt,
-                    params=params,
-                    step=step + 1,
-                    rng=rng,
-                    order=order,
-                    rows=rows,
-                    key=ckpt_key,
-                )
-    bar.close()
+        steps, start, _ = optimize(
+            model,
+            opt,
+            rows,
+            micro_loss=lambda micro: step_loss(model, build_batch(micro), cfg),
+            epochs=t.epochs,
+            max_steps=t.max_steps,
+            batch_size=t.batch_size,
+            grad_accum=t.grad_accum,
+            lr=t.lr,
+            warmup_steps=t.warmup_steps,
+            max_grad_norm=t.max_grad_norm,
+            rng=rng,
+            log_path=run_dir / "train_log.jsonl",
+            checkpoint=run_dir / CHECKPOINT,
+            checkpoint_every=t.checkpoint_every,
+            checkpoint_key=_checkpoint_key(cfg, rows),
+            desc="train",
+            postfix=lambda acc: {
+                "loss": f"{acc['loss']:.3f}",
+                "dec": f"{acc['loss_dec']:.3f}",
+                "kl": f"{acc['loss_anchor']:.4f}",
+            },
+        )
     save_adapter(model, run_dir / ADAPTER)
-    shutil.rmtree(ckpt, ignore_errors=True)
     summary = {
         "steps": steps,
         "rollouts": len(rows),
@@ -362,7 +403,8 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         "trainable_frac": trainable / total,
         "tokens_processed": sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in rows)
         * steps
-        * per_step
+        * t.batch_size
+        * t.grad_accum
         // len(rows),
         "wall_time_s": wall.seconds,
         "resumed_from_step": start,
