@@ -55,7 +55,7 @@ def host_info() -> dict:
         "machine": platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "argv": sys.argv,
+        "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],  # no install path
     }
 
 
