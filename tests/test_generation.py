@@ -267,3 +267,32 @@ def test_hf_generator_stop_string(tiny):
     assert stopped.text == plain.text[:cut]
     assert stopped.finish == "stop"
     assert stopped.token_ids == plain.token_ids  # the ids are kept whole for teacher forcing
+
+
+# --------------------------------------------------------------------------- merged adapters
+
+
+def test_merged_adapter_gives_the_unmerged_logits(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base, tok, _ = load_model(str(tiny_model_dir))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "o_proj"])
+    lora.init_lora_weights = False  # random B: the adapter really changes the outputs
+    torch.manual_seed(0)
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+
+    ids = torch.tensor([tok("What is 2 + 3?")["input_ids"]])
+    unmerged, _, _ = load_model(str(tiny_model_dir), adapter=str(tmp_path / "adapter"))
+    merged, _, info = load_model(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), merge=True)
+    plain, _, _ = load_model(str(tiny_model_dir))
+    assert isinstance(unmerged, PeftModel) and not isinstance(merged, PeftModel)
+    assert info.adapter == str(tmp_path / "adapter")
+    with torch.inference_mode():
+        a, b, c = (m(input_ids=ids).logits for m in (unmerged, merged, plain))
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, c, atol=1e-3)  # the adapter is not a no-op
+    # merged in float32, then cast to the generation dtype
+    half, _, _ = load_model(
+        str(tiny_model_dir), adapter=str(tmp_path / "adapter"), merge=True, dtype="bfloat16"
+    )
+    assert next(half.parameters()).dtype == torch.bfloat16

@@ -62,6 +62,11 @@ class ModelConfig:
     )
     trust_remote_code: bool = _f(False, "allow the model repo's own code to run (off by default)")
     threads: int | None = _f(None, "torch CPU threads (default: all cores)")
+    merge_adapter: bool = _f(
+        False,
+        "generate from the adapter merged into the weights (in float32, then cast to "
+        "--gen-dtype): faster decode than unmerged LoRA layers",
+    )
 
     def __post_init__(self) -> None:
         _check_choices(self)

@@ -161,6 +161,7 @@ def load_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     device: str | None = None,
+    merge: bool = False,
 ):
     """Load ``(model, tokenizer, ModelInfo)``; every failure is one :class:`UserError` line.
 
@@ -168,6 +169,8 @@ def load_model(
         spec: ``"default"``/None (embedded SmolLM2), a hub id, a local folder, or a ``.gguf``.
         adapter: a PEFT adapter folder to apply (kept unmerged, so it can be disabled).
         dtype: ``float32`` | ``bfloat16`` | ``float16``.
+        merge: fold the adapter into the weights (in float32, then cast to ``dtype``) and
+            return a plain model: faster to decode, but the adapter cannot be disabled.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -178,8 +181,9 @@ def load_model(
     kind, location, fingerprint = resolve_model(spec)
     try:
         tokenizer = load_tokenizer(location, trust_remote_code=trust_remote_code)
+        load_dtype = torch.float32 if adapter and merge else torch_dtype[dtype]
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=torch_dtype[dtype], trust_remote_code=trust_remote_code
+            location, dtype=load_dtype, trust_remote_code=trust_remote_code
         )
     except UserError:
         raise
@@ -200,6 +204,8 @@ def load_model(
     )
     if adapter:
         model = apply_adapter(model, adapter)
+        if merge:
+            model = model.merge_and_unload().to(torch_dtype[dtype])
         info.adapter = str(adapter)
         info.adapter_fingerprint = _file_fingerprint(Path(adapter) / "adapter_model.safetensors")
     model.eval()
