@@ -142,8 +142,17 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == adapter_mtime
     assert json.loads((out / "manifest.json").read_text())["comparison"] == manifest["comparison"]
 
-    # In this process: a new training setting re-runs train and the adapter eval only.
     from rich.console import Console
+
+    # In this process: the checkpoint frequency alone does not make train stale.
+    overrides = parse_sets(tuple(sets) + ("train.checkpoint_every=5",))
+    overrides["model"]["model"] = str(digit_model_dir)
+    buf = io.StringIO()
+    run(_stage_config(None, None, overrides), out, console=Console(file=buf, width=200))
+    for stage in STAGES:
+        assert f"{stage}: done already, skipped" in buf.getvalue()
+
+    # A new training setting re-runs train and the adapter eval only.
 
     overrides = parse_sets(tuple(sets) + ("train.lr=0.02",))
     overrides["model"]["model"] = str(digit_model_dir)

@@ -131,7 +131,9 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
     s_select = stage(
         "select", {**upstream, "select": c["select"]}, lambda: select(out, cfg), "selection.jsonl"
     )
-    train_key = {**upstream, "select": c["select"], "train": c["train"]}
+    # how often train checkpoints does not change the adapter it makes
+    train_settings = {k: v for k, v in c["train"].items() if k != "checkpoint_every"}
+    train_key = {**upstream, "select": c["select"], "train": train_settings}
     s_train = stage("train", train_key, lambda: train(out, cfg), ADAPTER)
     eval_key = {"model": c["model"], "prompt": c["prompt"], "eval": c["eval"]}
     s_base = stage(
