@@ -101,7 +101,8 @@ def summarize(work: Path, commands: list[str]) -> dict:
         "grpo": read_json(grpo / "eval_full" / "results.json")["benchmarks"][bench],
     }
     curve_key = next(k for k in g_m["evals"][0] if k.startswith("eval/") and "pass@1" in k)
-    rm_curve = read_json(work / "rm_curve_eval.json")["metrics"][curve_key]
+    rm_curve_eval = read_json(work / "rm_curve_eval.json")
+    rm_curve = rm_curve_eval["metrics"][curve_key]
     t = g_m["timing_s"]
     methods = {
         "base": {"train_s": 0.0},
@@ -158,9 +159,7 @@ def summarize(work: Path, commands: list[str]) -> dict:
     return {
         "benchmark": bench,
         "curve_metric": curve_key,
-        "curve_subset_n": read_json(work / "rm_curve_eval.json")["benchmarks"][
-            curve_key.split("/")[1]
-        ]["n"],
+        "curve_subset_n": rm_curve_eval["benchmarks"][curve_key.split("/")[1]]["n"],
         "methods": methods,
         "time_to_reach": ratio,
         "paired_tests": tests,

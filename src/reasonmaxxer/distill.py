@@ -23,8 +23,6 @@ of epochs are not the paper's (it gives none); measure them for a new pair.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
@@ -409,7 +407,7 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
 
     # a checkpoint is valid for the same teacher cache and training settings
     settings = {n: v for n, v in to_dict(cfg).items() if n not in NOT_TRAINING}
-    key = json.dumps([read_json(out / CACHE / META_FILE)["key"], settings], sort_keys=True)
+    scope = [read_json(out / CACHE / META_FILE)["key"], settings]
     with Timer() as wall:
         steps, _, log = optimize(
             model,
@@ -427,7 +425,7 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
             log_path=out / "distill_log.jsonl",
             checkpoint=out / "distill_checkpoint",
             checkpoint_every=cfg.checkpoint_every,
-            checkpoint_key=hashlib.sha256(key.encode()).hexdigest()[:16],
+            checkpoint_scope=scope,
             desc="distill",
             postfix=lambda acc: {"kl": f"{acc['kl']:.4f}", "agree": f"{acc['top1_agree']:.3f}"},
             summed=("tokens",),

@@ -198,12 +198,11 @@ def save_adapter(model, out: Path) -> None:
     _atomic_dir(out, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
 
 
-def _checkpoint_key(cfg: RunConfig, rows: list[dict]) -> str:
+def _checkpoint_scope(cfg: RunConfig, rows: list[dict]) -> list:
     """What a checkpoint is only valid for: model, training settings and the selected rows."""
     train = {k: v for k, v in to_dict(cfg.train).items() if k != "checkpoint_every"}
     rows_id = [(r["problem_id"], r["rollout"], r["decision"], r["advantage"]) for r in rows]
-    blob = json.dumps([to_dict(cfg.model), train, rows_id], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return [to_dict(cfg.model), train, rows_id]
 
 
 def save_checkpoint(out: Path, *, model, opt, params, step, rng, order, rows, key) -> None:
@@ -278,7 +277,7 @@ def optimize(
     log_path: Path,
     checkpoint: Path,
     checkpoint_every: int,
-    checkpoint_key: str,
+    checkpoint_scope,
     desc: str,
     postfix,
     summed: tuple[str, ...] = (),
@@ -289,12 +288,16 @@ def optimize(
     at the end; the caller saves the adapter).
 
     ``micro_loss(rows) -> (loss, stats)``; the stats of a step are averaged over its
-    micro-batches, except the ``summed`` keys. Returns ``(steps, resumed_from, log rows)``.
+    micro-batches, except the ``summed`` keys. ``checkpoint_scope`` (JSON-able: the settings
+    and data the run depends on) decides whether an existing checkpoint may be resumed.
+    Returns ``(steps, resumed_from, log rows)``.
     """
     import torch
     from tqdm.auto import tqdm
 
     params = [p for g in opt.param_groups for p in g["params"]]
+    scope = json.dumps(checkpoint_scope, sort_keys=True, default=str)
+    checkpoint_key = hashlib.sha256(scope.encode()).hexdigest()[:16]
     per_step = batch_size * grad_accum
     steps = math.ceil(epochs * len(rows) / per_step)
     if max_steps is not None:
@@ -386,7 +389,7 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
             log_path=run_dir / "train_log.jsonl",
             checkpoint=run_dir / CHECKPOINT,
             checkpoint_every=t.checkpoint_every,
-            checkpoint_key=_checkpoint_key(cfg, rows),
+            checkpoint_scope=_checkpoint_scope(cfg, rows),
             desc="train",
             postfix=lambda acc: {
                 "loss": f"{acc['loss']:.3f}",
