@@ -148,13 +148,16 @@ def cli_env(cache: Path | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cache: Path | None = None, timeout: float = 300, cwd=None):
-    """``python -m reasonmaxxer ARGS`` in a subprocess; returns the CompletedProcess."""
+def run_cli(
+    *args: str, cache: Path | None = None, timeout: float = 300, cwd=None, env: dict | None = None
+):
+    """``python -m reasonmaxxer ARGS`` in a subprocess (``env`` adds variables); returns the
+    CompletedProcess."""
     return subprocess.run(
         [sys.executable, "-m", "reasonmaxxer", *map(str, args)],
         capture_output=True,
         text=True,
-        env=cli_env(cache),
+        env={**cli_env(cache), **(env or {})},
         timeout=timeout,
         cwd=cwd,
     )

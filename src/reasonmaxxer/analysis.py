@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import EvalConfig, PromptConfig, dump_yaml, to_dict
+from .config import DEVICE_RE, EvalConfig, PromptConfig, check_fields, dump_yaml, to_dict
+from .devices import resolve_device
 from .errors import UserError
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text
 
@@ -107,7 +108,9 @@ class AnalysisConfig:
     teacher: str | None = _field(None, "teacher model (default: the base, with --teacher-adapter)")
     teacher_adapter: str | None = _field(None, "PEFT adapter applied to the teacher")
     dtype: str = _field("float32", "weights dtype of both models")
-    device: str = _field("auto", "'auto' (cuda if present), 'cpu', 'cuda', ...")
+    device: str = _field(
+        "auto", "where the models run: auto (cuda when available, else cpu), cpu, cuda, cuda:N, mps"
+    )
     trust_remote_code: bool = _field(False, "allow the model repos' own code to run")
     threads: int | None = _field(None, "torch CPU threads (default: all cores)")
     benchmarks: str = _field(EvalConfig().benchmarks, "benchmark spec list (see `benchmarks`)")
@@ -118,7 +121,13 @@ class AnalysisConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
+        check_fields(self)  # finite numbers
         _check(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")
+        _check(
+            DEVICE_RE.fullmatch(self.device) is not None,
+            f"--device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}",
+        )
+        _check(self.grader_timeout > 0, "--grader-timeout must be > 0")
         _check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
         _check(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
         _check(self.batch_size >= 1, "--batch-size must be >= 1")
@@ -454,14 +463,6 @@ def _eos_ids(tokenizer, *models) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
         eos.append(tokenizer.eos_token_id)
     return eos
-
-
-def resolve_device(device: str) -> str | None:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else None
 
 
 def load_pair(cfg: AnalysisConfig) -> ModelPair:

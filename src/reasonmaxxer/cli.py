@@ -77,10 +77,23 @@ def _stage_config(
 
 
 def _threads(model_cfg: ModelConfig) -> None:
+    """Apply the execution settings and check the device before any work starts."""
+    from .devices import resolve_device
+
+    resolve_device(model_cfg.device)  # `--device cuda` without CUDA: one error line, now
     if model_cfg.threads:
         import torch
 
         torch.set_num_threads(model_cfg.threads)
+
+
+def execution_options(fn):
+    """``--device``, ``--threads`` and ``--trust-remote-code`` for commands that read the model
+    from a run folder: how to run it, never what it computes (and code execution is only ever
+    switched on here, on the command line)."""
+    return config_options(
+        ModelConfig, skip=("model", "dtype", "gen_dtype", "backend", "merge_adapter")
+    )(fn)
 
 
 @cli.command("eval")
@@ -168,6 +181,7 @@ def sample_cmd(config, out, **kw) -> None:
 @cli.command("select")
 @click.argument("run_dir", type=click.Path())
 @config_options(SelectConfig)
+@execution_options
 @click.option(
     "--config", "config", type=click.Path(), default=None, help="YAML config to start from"
 )
@@ -176,7 +190,9 @@ def select_cmd(run_dir, config, **kw) -> None:
     from .selection import select
 
     run_dir = Path(run_dir)
-    cfg = _stage_config(run_dir, config, {"select": pick(SelectConfig, kw)})
+    cfg = _stage_config(
+        run_dir, config, {"select": pick(SelectConfig, kw), "model": pick(ModelConfig, kw)}
+    )
     _threads(cfg.model)
     s = select(run_dir, cfg)
     _save_config(run_dir, cfg)
@@ -191,6 +207,7 @@ def select_cmd(run_dir, config, **kw) -> None:
 @cli.command("train")
 @click.argument("run_dir", type=click.Path())
 @config_options(TrainConfig)
+@execution_options
 @click.option(
     "--config", "config", type=click.Path(), default=None, help="YAML config to start from"
 )
@@ -199,7 +216,9 @@ def train_cmd(run_dir, config, **kw) -> None:
     from .training import train
 
     run_dir = Path(run_dir)
-    cfg = _stage_config(run_dir, config, {"train": pick(TrainConfig, kw)})
+    cfg = _stage_config(
+        run_dir, config, {"train": pick(TrainConfig, kw), "model": pick(ModelConfig, kw)}
+    )
     _threads(cfg.model)
     s = train(run_dir, cfg)
     _save_config(run_dir, cfg)
@@ -228,13 +247,15 @@ def train_cmd(run_dir, config, **kw) -> None:
     metavar="SECTION.KEY=VALUE",
     help="override any config field, e.g. --set train.lr=3e-4",
 )
-def run_cmd(config, out, model, sets) -> None:
+@execution_options
+def run_cmd(config, out, model, sets, **kw) -> None:
     """The whole method from one YAML config: sample → select → train → eval → compare."""
     from .pipeline import comparison_table, run
 
     overrides = parse_sets(sets)
     if model:
         overrides.setdefault("model", {})["model"] = model
+    overrides["model"] = {**overrides.get("model", {}), **pick(ModelConfig, kw)}
     cfg = _stage_config(None, config, overrides)
     _threads(cfg.model)
     console = _console()

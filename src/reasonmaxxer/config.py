@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,12 +38,25 @@ def _check(cond: bool, msg: str) -> None:
         raise UserError(msg)
 
 
-def _check_choices(obj: Any) -> None:
+def check_fields(obj: Any) -> None:
+    """Choices, and that every float field is a finite number (no nan, no inf).
+
+    Every config class calls this first in ``__post_init__``; the per-field ranges follow.
+    """
     for f in dataclasses.fields(obj):
         choices = f.metadata.get("choices")
         value = getattr(obj, f.name)
         if choices and value is not None and value not in choices:
             raise UserError(f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{_flag(f.name)} must be a finite number; got {value}")
+
+
+DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+# Settings that change how a stage runs, not what it computes: they never enter a stage key,
+# a resume check or a checkpoint scope, so changing them on a finished run folder is allowed.
+EXECUTION_FIELDS = {"model": ("device", "threads", "backend", "merge_adapter", "trust_remote_code")}
 
 
 @dataclass
@@ -60,7 +75,14 @@ class ModelConfig:
     backend: str = _f(
         "auto", "generation backend: vllm if installed and a GPU is there", ("auto", "hf", "vllm")
     )
-    trust_remote_code: bool = _f(False, "allow the model repo's own code to run (off by default)")
+    device: str = _f(
+        "auto", "where the model runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N, mps"
+    )
+    trust_remote_code: bool = _f(
+        False,
+        "allow the model repo's own code to run; only ever taken from this command line, never "
+        "from a YAML file or a run folder",
+    )
     threads: int | None = _f(None, "torch CPU threads (default: all cores)")
     merge_adapter: bool = _f(
         False,
@@ -69,7 +91,12 @@ class ModelConfig:
     )
 
     def __post_init__(self) -> None:
-        _check_choices(self)
+        check_fields(self)
+        _check(
+            DEVICE_RE.fullmatch(self.device) is not None,
+            f"--device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}",
+        )
+        _check(self.threads is None or self.threads >= 1, "--threads must be >= 1")
 
 
 @dataclass
@@ -79,7 +106,7 @@ class PromptConfig:
     chat_template: str = _f("auto", "use the tokenizer's chat template", ("auto", "on", "off"))
 
     def __post_init__(self) -> None:
-        _check_choices(self)
+        check_fields(self)
         _check("{problem}" in self.prompt_template, "--prompt-template must contain {problem}")
 
 
@@ -101,12 +128,14 @@ class EvalConfig:
     grader_timeout: float = _f(5.0, "seconds per answer comparison before it counts as a time-out")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         _check(self.k >= 1, "--k must be >= 1")
         _check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
         _check(self.temperature > 0, "--temperature must be > 0 (greedy pass@1 is always run)")
         _check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
         _check(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
         _check(self.batch_size >= 1, "--batch-size must be >= 1")
+        _check(self.grader_timeout > 0, "--grader-timeout must be > 0")
 
 
 @dataclass
@@ -128,7 +157,10 @@ class SampleConfig:
     grader_timeout: float = _f(5.0, "seconds per answer comparison")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         _check(self.k >= 2, "--k must be >= 2 (a pass rate needs several rollouts)")
+        _check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
+        _check(self.grader_timeout > 0, "--grader-timeout must be > 0")
         _check(self.temperature > 0, "--temperature must be > 0")
         _check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
         _check(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
@@ -160,7 +192,7 @@ class SelectConfig:
     seed: int = _f(0, "seed for the random gate")
 
     def __post_init__(self) -> None:
-        _check_choices(self)
+        check_fields(self)
         _check(0 <= self.min_pass < self.max_pass <= 1, "need 0 <= --min-pass < --max-pass <= 1")
         _check(0 <= self.drop_longest < 1, "--drop-longest must be in [0, 1)")
         _check(self.max_problems is None or self.max_problems >= 1, "--max-problems must be >= 1")
@@ -168,6 +200,8 @@ class SelectConfig:
             self.top_frac = None  # an explicit tau wins over the default fraction
         _check(self.top_frac is not None or self.tau is not None, "give --tau or --top-frac")
         _check(self.top_frac is None or 0 < self.top_frac <= 1, "--top-frac must be in (0, 1]")
+        _check(self.tau is None or self.tau >= 0, "--tau must be >= 0 (nats)")
+        _check(self.batch_size >= 1, "--batch-size must be >= 1")
 
 
 @dataclass
@@ -202,11 +236,18 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        _check_choices(self)
+        check_fields(self)
         _check(
             self.lr > 0 and self.lam >= 0 and self.beta > 0, "need --lr > 0, --lam >= 0, --beta > 0"
         )
+        _check(self.neg_weight >= 0, "--neg-weight must be >= 0")
+        _check(self.weight_decay >= 0, "--weight-decay must be >= 0")
         _check(self.epochs > 0, "--epochs must be > 0")
+        _check(self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1")
+        _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        _check(self.max_grad_norm > 0, "--max-grad-norm must be > 0")
+        _check(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
+        _check(self.lora_alpha >= 1, "--lora-alpha must be >= 1")
         _check(self.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
         _check(
             self.batch_size >= 1 and self.grad_accum >= 1,
@@ -234,7 +275,7 @@ class RunConfig:
     report: bool = _f(True, "write report.html at the end")
 
     def __post_init__(self) -> None:
-        _check_choices(self)
+        check_fields(self)
 
 
 SECTIONS = {
@@ -315,6 +356,16 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def identity(cfg: Any) -> dict:
+    """``to_dict(cfg)`` without the execution settings (:data:`EXECUTION_FIELDS`): what a
+    stage computes depends on this, so stage keys, resume checks and checkpoints use it."""
+    out = to_dict(cfg)
+    for section, names in EXECUTION_FIELDS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in names}
+    return out
+
+
 def merge(base: dict, override: dict) -> dict:
     """Recursive dict update; ``None`` in ``override`` means 'not given' and keeps ``base``."""
     out = dict(base)
@@ -336,7 +387,26 @@ def load_yaml(path: str | Path) -> dict:
         raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
     if data is not None and not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
-    return data or {}
+    return _drop_remote_code(data or {}, path)
+
+
+def _drop_remote_code(data: dict, path: Path) -> dict:
+    """Remove ``trust_remote_code`` at any depth: a file (someone else's run folder, a shared
+    YAML) must never switch on code execution; only the command line can."""
+    out = {}
+    for k, v in data.items():
+        if k == "trust_remote_code":
+            if v not in (False, None, "false", "False"):
+                import sys
+
+                print(
+                    f"warning: {path}: trust_remote_code ignored (it is only taken from the "
+                    "command line, --trust-remote-code)",
+                    file=sys.stderr,
+                )
+            continue
+        out[k] = _drop_remote_code(v, path) if isinstance(v, dict) else v
+    return out
 
 
 def default_run_dict() -> dict:

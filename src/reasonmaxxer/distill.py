@@ -96,6 +96,11 @@ class DistillConfig(AnalysisConfig):
         _check(self.lora_r >= 1, "--lora-r must be >= 1")
         _check(bool(self.lora_targets.strip()), "--lora-targets must name at least one module")
         _check(self.lr > 0 and self.epochs > 0, "need --lr > 0 and --epochs > 0")
+        _check(self.weight_decay >= 0, "--weight-decay must be >= 0")
+        _check(self.max_grad_norm > 0, "--max-grad-norm must be > 0")
+        _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        _check(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
+        _check(self.lora_alpha is None or self.lora_alpha >= 1, "--lora-alpha must be >= 1")
         _check(self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1")
         _check(self.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
         _check(

@@ -51,6 +51,7 @@ def make_generator(
         dtype=model_cfg.gen_dtype,
         trust_remote_code=model_cfg.trust_remote_code,
         merge=model_cfg.merge_adapter,
+        device=model_cfg.device,
     )
     return HFGenerator(model, tok, batch_size=batch_size, stop=stop_strings(tok, prompt_cfg)), info
 

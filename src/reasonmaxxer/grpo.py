@@ -45,9 +45,9 @@ from .config import (
     SampleConfig,
     TrainConfig,
     _check,
-    _check_choices,
     _f,
     build_run_config,
+    check_fields,
     dump_yaml,
     from_dict,
     load_yaml,
@@ -127,7 +127,7 @@ class GRPORunConfig:
     seed: int = _f(_TRAIN.seed, "seed (adapter init, prompt order, sampling)")
 
     def __post_init__(self) -> None:
-        _check_choices(self)
+        check_fields(self)
         _check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
         _check(self.num_generations >= 2, "--num-generations must be >= 2 (GRPO compares a group)")
         _check(
@@ -365,6 +365,7 @@ class RolloutDecoder:
     def __call__(self, model, prompt_ids: list[list[int]]) -> list[list[int]]:
         import torch
 
+        from .devices import autocast
         from .generation import SamplingParams, decode
 
         cfg = self.cfg
@@ -378,15 +379,10 @@ class RolloutDecoder:
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + self.calls)
         self.calls += 1
         params = SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p)
-        autocast = torch.autocast(
-            device.type if device.type in ("cpu", "cuda") else "cpu",
-            dtype=torch.bfloat16,
-            enabled=cfg.autocast == "bfloat16",
-        )
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), autocast(model, enabled=cfg.autocast == "bfloat16"):
                 new = decode(model, ids.to(device), mask.to(device), params, self.eos_ids, gen)
         finally:
             model.train(was_training)
@@ -424,6 +420,7 @@ class PolicyEval:
         """(flat metrics, per-benchmark summaries, sample rows); restores the train/eval mode."""
         import torch
 
+        from .devices import autocast
         from .evaluation import score_completions, summarize
         from .generation import HFGenerator, SamplingParams
 
@@ -436,12 +433,8 @@ class PolicyEval:
         metrics: dict[str, Any] = {}
         results: dict[str, dict] = {}
         samples: list[dict] = []
-        device = model.device.type if model.device.type in ("cpu", "cuda") else "cpu"
-        autocast = torch.autocast(
-            device, dtype=torch.bfloat16, enabled=self.cfg.autocast == "bfloat16"
-        )
         try:
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), autocast(model, enabled=self.cfg.autocast == "bfloat16"):
                 for name, problems in self.benches.items():
                     comps = gen.generate(
                         self.prompts[name],
@@ -565,7 +558,6 @@ class _Run:
 def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
     """Train the GRPO baseline into ``out``; returns the manifest (also written last)."""
     total_start = time.perf_counter()
-    import torch
 
     trainer_cls = trainer_class()  # fails early, as one line, when TRL is missing
     from datasets import Dataset
@@ -573,6 +565,7 @@ def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
     from trl import GRPOConfig
 
     from .data import load_benchmark
+    from .devices import resolve_device
     from .generation import pick_backend
     from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
     from .models import load_model
@@ -595,11 +588,14 @@ def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
     backend = pick_backend(cfg.model.backend)
     if backend == "vllm" and cfg.rollout_generator == "reasonmaxxer":
         raise UserError("--rollout-generator reasonmaxxer runs on the HF backend only")
-    cuda = torch.cuda.is_available()
+    device = resolve_device(cfg.model.device)
     bf16 = cfg.autocast == "bfloat16"
 
     model, tok, info = load_model(
-        cfg.model.model, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+        cfg.model.model,
+        dtype=cfg.model.dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        device=device,
     )
     stop = stop_strings(tok, cfg.prompt)
     dataset = Dataset.from_list(
@@ -637,7 +633,7 @@ def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
                 save_strategy="no",
                 report_to="none",
                 bf16=bf16,
-                use_cpu=not cuda,
+                use_cpu=device == "cpu",
                 seed=cfg.seed,
                 data_seed=cfg.seed,
                 gradient_checkpointing=cfg.gradient_checkpointing,

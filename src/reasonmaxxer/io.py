@@ -46,21 +46,29 @@ def _umask() -> int:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(
-        path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+        path,
+        json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
+        + "\n",
     )
 
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, "".join(_line(r) for r in rows))
 
 
 def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     """Append rows with one write and an fsync: a crash loses at most this batch's tail."""
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    data = "".join(_line(r) for r in rows).encode()
     with open(path, "ab") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _line(row: dict) -> str:
+    """One JSONL line. NaN and Infinity are refused (``allow_nan=False``): they are not JSON,
+    and a result file must never carry them silently."""
+    return json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
 
 
 def _open_text(path: Path):

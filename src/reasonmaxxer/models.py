@@ -160,7 +160,7 @@ def load_model(
     adapter: str | None = None,
     dtype: str = "float32",
     trust_remote_code: bool = False,
-    device: str | None = None,
+    device: str | None = "auto",
     merge: bool = False,
 ):
     """Load ``(model, tokenizer, ModelInfo)``; every failure is one :class:`UserError` line.
@@ -169,21 +169,31 @@ def load_model(
         spec: ``"default"``/None (embedded SmolLM2), a hub id, a local folder, or a ``.gguf``.
         adapter: a PEFT adapter folder to apply (kept unmerged, so it can be disabled).
         dtype: ``float32`` | ``bfloat16`` | ``float16``.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         merge: fold the adapter into the weights (in float32, then cast to ``dtype``) and
             return a plain model: faster to decode, but the adapter cannot be disabled.
+
+    Weights are read from safetensors only (``use_safetensors=True``): a pickled checkpoint
+    is refused, never unpickled.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .devices import resolve_device
+
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in torch_dtype:
         raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(torch_dtype)}")
+    device = resolve_device(device)
     kind, location, fingerprint = resolve_model(spec)
     try:
         tokenizer = load_tokenizer(location, trust_remote_code=trust_remote_code)
         load_dtype = torch.float32 if adapter and merge else torch_dtype[dtype]
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=load_dtype, trust_remote_code=trust_remote_code
+            location,
+            dtype=load_dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
         )
     except UserError:
         raise
@@ -192,7 +202,7 @@ def load_model(
             " (no network here: use a local folder or the default model)" if kind == "hub" else ""
         )
         raise UserError(f"cannot load model {spec!r}: {_first_line(e)}{hint}") from None
-    if device:
+    if device != "cpu":
         model.to(device)
     info = ModelInfo(
         spec=spec or DEFAULT_MODEL,
@@ -206,6 +216,7 @@ def load_model(
         model = apply_adapter(model, adapter)
         if merge:
             model = model.merge_and_unload().to(torch_dtype[dtype])
+        model.to(device)  # PEFT creates the LoRA weights on the CPU
         info.adapter = str(adapter)
         info.adapter_fingerprint = _file_fingerprint(Path(adapter) / "adapter_model.safetensors")
     model.eval()

@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .config import RunConfig, dump_yaml, to_dict
+from .config import RunConfig, dump_yaml, from_dict, identity, load_yaml, to_dict
 from .data import load_benchmark, load_benchmarks
 from .errors import UserError
 from .evaluation import evaluate
@@ -90,13 +90,8 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     old = out / "config.yaml"
     if old.is_file() and (out / "rollouts.jsonl").is_file():
-        import yaml
-
-        prev = yaml.safe_load(old.read_text())
-        if (
-            prev.get("sample") != to_dict(cfg)["sample"]
-            or prev.get("model") != to_dict(cfg)["model"]
-        ):
+        prev = identity(from_dict(RunConfig, load_yaml(old)))
+        if prev["sample"] != identity(cfg)["sample"] or prev["model"] != identity(cfg)["model"]:
             raise UserError(
                 f"{out} holds a run with other sample/model settings; use a new --out folder"
             )
@@ -125,7 +120,7 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         atomic_write_json(stages_path, stages)
         return result
 
-    c = to_dict(cfg)
+    c = identity(cfg)  # execution settings (device, threads, backend) do not change a stage
     upstream = {"model": c["model"], "prompt": c["prompt"], "sample": c["sample"]}
     s_sample = stage("sample", upstream, lambda: sample(out, cfg), "rollouts.jsonl")
     s_select = stage(
@@ -161,7 +156,7 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
     )
     comparison = compare(out / "eval" / "base", out / "eval" / "adapter", seed=cfg.eval.seed)
     manifest = {
-        "config": c,
+        "config": to_dict(cfg),
         "primary_metric": cfg.primary_metric,
         "comparison": comparison,
         "stages": {

@@ -1363,7 +1363,8 @@ class Context:
                 self._model, tok, _ = load_model(
                     cfg.get("model"),
                     dtype=cfg.get("dtype", "float32"),
-                    trust_remote_code=bool(cfg.get("trust_remote_code", False)),
+                    trust_remote_code=False,
+                    device="cpu",
                 )
                 self._tokenizer = self._tokenizer or tok
             except UserError as e:
@@ -1373,9 +1374,7 @@ class Context:
 
             try:
                 _, location, _ = resolve_model(cfg.get("model"))
-                self._tokenizer = load_tokenizer(
-                    location, trust_remote_code=bool(cfg.get("trust_remote_code", False))
-                )
+                self._tokenizer = load_tokenizer(location, trust_remote_code=False)
             except Exception:  # the page is still useful with ids instead of token text
                 self._tokenizer = None
 

@@ -96,6 +96,7 @@ def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | Non
             cfg.model.model,
             dtype=cfg.model.gen_dtype,
             trust_remote_code=cfg.model.trust_remote_code,
+            device=cfg.model.device,
         )
         settings = sampler_settings(cfg, info.fingerprint)
         shash = settings_hash(settings)

@@ -82,6 +82,7 @@ def compute_entropies(
     import torch
     from tqdm.auto import tqdm
 
+    from .devices import autocast
     from .losses import entropy_from_logits
     from .models import load_model
     from .training import build_batch, completion_logits
@@ -98,20 +99,20 @@ def compute_entropies(
     if not todo:
         return cache
     model, _, _ = load_model(
-        cfg.model.model, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+        cfg.model.model,
+        dtype=cfg.model.dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        device=cfg.model.device,
     )
     todo.sort(key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
     bs = cfg.select.batch_size
-    autocast = torch.autocast(
-        model.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"
-    )
     with torch.inference_mode():
         for b in tqdm(range(0, len(todo), bs), desc="entropy (teacher-forced)", unit="batch"):
             batch = todo[b : b + bs]
             # Left padding: the last T + 1 logits cover every completion token, so the LM head
             # never runs over prompt positions.
             x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
-            with autocast:
+            with autocast(model, enabled=precision == "bfloat16"):
                 logits = completion_logits(model, x)  # [B, T, V]
             h = entropy_from_logits(logits.float())  # [B, T] nats
             t_max = h.shape[1]

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .config import RunConfig, to_dict
+from .config import RunConfig, identity, to_dict
 from .errors import UserError
 from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
 from .runinfo import Timer
@@ -133,17 +133,15 @@ def step_loss(model, batch: dict, cfg: RunConfig):
     """One micro-batch: (loss, stats). The only place the model meets the pure loss."""
     import torch
 
+    from .devices import autocast, to_device
     from .losses import kl_ref_to_policy, reasonmaxxer_loss, selective_log_softmax
 
     t = cfg.train
-    autocast = torch.autocast(
-        "cpu" if batch["input_ids"].device.type == "cpu" else "cuda",
-        dtype=torch.bfloat16,
-        enabled=t.autocast == "bfloat16",
-    )
-    with torch.no_grad(), model.disable_adapter(), autocast:
+    batch = to_device(batch, model.device)
+    on = t.autocast == "bfloat16"
+    with torch.no_grad(), model.disable_adapter(), autocast(model, enabled=on):
         ref_logits = completion_logits(model, batch).float()  # [B, T, V]
-    with autocast:
+    with autocast(model, enabled=on):
         logits = completion_logits(model, batch).float()  # [B, T, V]
     targets = batch["targets"]
     completion = batch["completion"]
@@ -167,10 +165,10 @@ def step_loss(model, batch: dict, cfg: RunConfig):
         moved = (logp - ref_logp)[decision]
         adv = batch["advantages"][:, None].expand_as(decision)[decision]
         stats["dec_up_frac_pos"] = (
-            float((moved[adv > 0] > 0).float().mean()) if (adv > 0).any() else float("nan")
+            float((moved[adv > 0] > 0).float().mean()) if (adv > 0).any() else None
         )
         stats["dec_down_frac_neg"] = (
-            float((moved[adv < 0] < 0).float().mean()) if (adv < 0).any() else float("nan")
+            float((moved[adv < 0] < 0).float().mean()) if (adv < 0).any() else None
         )
         stats["kl_all"] = float(kl[completion].mean()) if completion.any() else 0.0
     return loss, stats
@@ -202,7 +200,7 @@ def _checkpoint_scope(cfg: RunConfig, rows: list[dict]) -> list:
     """What a checkpoint is only valid for: model, training settings and the selected rows."""
     train = {k: v for k, v in to_dict(cfg.train).items() if k != "checkpoint_every"}
     rows_id = [(r["problem_id"], r["rollout"], r["decision"], r["advantage"]) for r in rows]
-    return [to_dict(cfg.model), train, rows_id]
+    return [identity(cfg)["model"], train, rows_id]
 
 
 def save_checkpoint(out: Path, *, model, opt, params, step, rng, order, rows, key) -> None:
@@ -314,14 +312,32 @@ def optimize(
         for g in opt.param_groups:
             g["lr"] = lr_at(step, lr, warmup_steps)
         acc: dict[str, float] = {}
+        seen: dict[str, int] = {}
         for _ in range(grad_accum):
             if not order:
                 order = bucketed_batches(rows, batch_size, rng)
             loss, stats = micro_loss(order.pop())
+            if not math.isfinite(float(loss.detach())):
+                raise UserError(
+                    f"non-finite loss ({float(loss.detach())}) at step {step + 1}: training stopped, "
+                    "nothing saved from this run (lower --lr, check the data)"
+                )
             (loss / grad_accum).backward()
             for name, v in stats.items():
-                acc[name] = acc.get(name, 0.0) + (v if name in summed else v / grad_accum)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+                if v is None or not math.isfinite(v):  # undefined for this micro-batch
+                    continue
+                acc[name] = acc.get(name, 0.0) + v
+                seen[name] = seen.get(name, 0) + 1
+        acc = {k: v if k in summed else v / seen[k] for k, v in acc.items()}
+        try:
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm, error_if_nonfinite=True)
+            )
+        except RuntimeError:
+            raise UserError(
+                f"non-finite gradient norm at step {step + 1}: training stopped, nothing saved "
+                "from this run (lower --lr, check the data)"
+            ) from None
         opt.step()
         opt.zero_grad(set_to_none=True)
         record = {
@@ -362,7 +378,10 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
     torch.manual_seed(t.seed)
     rng = random.Random(t.seed)
     model, _, info = load_model(
-        cfg.model.model, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+        cfg.model.model,
+        dtype=cfg.model.dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        device=cfg.model.device,
     )
     model = lora_model(model, cfg)
     model.train()

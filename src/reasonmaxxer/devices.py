@@ -1,0 +1,75 @@
+"""Where tensors live: one device rule and one autocast rule for every stage.
+
+``--device`` (``ModelConfig.device``) takes ``auto | cpu | cuda | cuda:N | mps``. ``auto`` is
+CUDA when it is available and the CPU otherwise; an explicit device that this machine does not
+have is one :class:`UserError` before any work starts. Every stage builds its tensors on the
+model's device (:func:`to_device`) and runs mixed precision through :func:`autocast`, which
+follows that device, so nothing in the code assumes a CPU.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+from .errors import UserError
+
+AUTOCAST_DEVICES = ("cpu", "cuda", "mps")
+
+
+def resolve_device(spec: str | None = "auto") -> str:
+    """``"auto"`` → ``"cuda"`` when available, else ``"cpu"``; an explicit device is checked.
+
+    Returns a string torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+    """
+    import torch
+
+    spec = (spec or "auto").strip()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return spec
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec}: CUDA is not available on this machine")
+        index = spec.partition(":")[2]
+        if index:
+            if not index.isdigit():
+                raise UserError(f"--device {spec}: expected cuda or cuda:N")
+            if int(index) >= torch.cuda.device_count():
+                raise UserError(
+                    f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+                )
+        return spec
+    if spec == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UserError("--device mps: MPS is not available on this machine")
+        return spec
+    raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps; got {spec!r}")
+
+
+def device_of(model_or_device: Any):
+    """The ``torch.device`` of a model (its ``.device``) or of a device string/object."""
+    import torch
+
+    device = getattr(model_or_device, "device", model_or_device)
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+def autocast(model_or_device: Any, *, enabled: bool = True, dtype: Any = None):
+    """bf16 (or ``dtype``) autocast on the device the model lives on; a no-op where torch has
+    no autocast for that device type or when ``enabled`` is False."""
+    import torch
+
+    device = device_of(model_or_device)
+    if not enabled or device.type not in AUTOCAST_DEVICES:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16)
+
+
+def to_device(batch: dict, device: Any) -> dict:
+    """Every tensor of ``batch`` moved to ``device`` (other values unchanged)."""
+    import torch
+
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
