@@ -294,3 +294,32 @@ def test_cli_help_for_every_command():
     proc = run_cli("eval", "--help")
     assert "--top-p FLOAT" in proc.stdout and "nucleus sampling for the k samples" in proc.stdout
     assert "--trust-remote-code / --no-trust-remote-code" in proc.stdout
+
+
+def test_qwen_preset_mirrors_the_authors_recipe():
+    from reasonmaxxer.config import build_run_config, preset_names
+
+    assert {"default", "qwen2.5-1.5b"} <= set(preset_names())
+    cfg = build_run_config(preset="qwen2.5-1.5b")
+    s, sel, t = cfg.sample, cfg.select, cfg.train
+    assert (s.k, s.temperature, s.top_p, s.max_new_tokens) == (20, 0.6, 0.95, 8192)
+    assert s.train == "math_train:n=300,seed=0"
+    assert (sel.tau, sel.top_frac, sel.gate, sel.max_problems, sel.drop_longest) == (
+        1.4,
+        None,
+        "entropy",
+        50,
+        0.2,
+    )
+    assert (t.loss, t.lam, t.lr, t.warmup_steps, t.max_steps) == ("contrastive", 0.2, 1e-4, 50, 149)
+    assert (t.batch_size, t.grad_accum, t.lora_r, t.lora_alpha) == (1, 8, 32, 64)
+    assert cfg.model.model == "Qwen/Qwen2.5-1.5B" and cfg.model.dtype == "bfloat16"
+
+
+def test_unknown_preset_is_one_error_line(tmp_path):
+    proc = run_cli("run", "--preset", "nope", "--out", tmp_path / "r")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown preset 'nope'; choose one of default, qwen2.5-1.5b"
+    ]
+    assert not (tmp_path / "r").exists()

@@ -174,3 +174,42 @@ def test_load_benchmarks_errors():
         load_benchmarks(" , ")
     with pytest.raises(UserError, match="unknown benchmark 'level=2'"):
         load_benchmarks("gsm8k,level=2")
+
+
+def test_subset_options_level_n_per_level_and_n(tmp_path):
+    path = tmp_path / "levels.jsonl"
+    rows = [
+        {"id": f"q{i}", "problem": f"p{i}", "answer": "1", "level": f"Level {1 + i % 5}"}
+        for i in range(20)
+    ]  # levels 1..5, four rows each: q0 L1, q1 L2, ..., q4 L5, q5 L1, ...
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    by_level = load_benchmark(f"{path}:level=3-4")
+    assert [p.id for p in by_level] == ["q2", "q3", "q7", "q8", "q12", "q13", "q17", "q18"]
+    strat = load_benchmark(f"{path}:level=3-5,n_per_level=2,seed=0")
+    levels = [p.meta["level"] for p in strat]
+    assert sorted(levels) == ["Level 3"] * 2 + ["Level 4"] * 2 + ["Level 5"] * 2
+    assert [int(p.id[1:]) for p in strat] == sorted(int(p.id[1:]) for p in strat)  # file order
+    five = load_benchmark(f"{path}:n=5,seed=3")
+    assert len(five) == 5 and five == load_benchmark(f"{path}:n=5,seed=3")  # seeded
+    assert five != load_benchmark(f"{path}:n=5,seed=4")
+    assert len(load_benchmark(f"{path}:n=50")) == 20  # more than there are: all of them
+    # in a spec list, the options stay with their spec
+    assert list(load_benchmarks(f"{path}:n=3,seed=1,arith:level=1,n=2")) == [
+        "levels",
+        "arith-l1-eval",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("math_train:level=3-5", "no `level` field"),
+        ("math_train:n=0", "n must be >= 1"),
+        ("math_train:n=many", "n must be an integer"),
+        ("math_train:colour=red", "bad option"),
+        ("math_train:n=1,n=2", "given twice"),
+    ],
+)
+def test_subset_options_bad_input(spec, message):
+    with pytest.raises(UserError, match=message):
+        load_benchmark(spec)

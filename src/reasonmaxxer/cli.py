@@ -58,14 +58,19 @@ def cli() -> None:
 
 
 def _stage_config(
-    run_dir: Path | None, config: str | None, overrides: dict, *, plain_eval: bool = False
+    run_dir: Path | None,
+    config: str | None,
+    overrides: dict,
+    *,
+    plain_eval: bool = False,
+    preset: str = "default",
 ) -> RunConfig:
     """Defaults ← run dir's config.yaml (if any) ← --config YAML ← flags.
 
     With ``plain_eval`` the eval section starts from the dataclass defaults (greedy only)
     rather than the packaged run's (which adds avg@k for the demo's comparison).
     """
-    data = to_dict(build_run_config())
+    data = to_dict(build_run_config(preset=preset))
     if plain_eval:
         data["eval"] = to_dict(EvalConfig())
     if run_dir is not None and (run_dir / "config.yaml").is_file():
@@ -241,6 +246,13 @@ def train_cmd(run_dir, config, **kw) -> None:
 )
 @click.option("--model", default=None, help="model: 'default', a HF id, a folder or a .gguf")
 @click.option(
+    "--preset",
+    default="default",
+    show_default=True,
+    help="packaged config to start from: default (embedded model, CPU) or qwen2.5-1.5b (the "
+    "paper's recipe, GPU)",
+)
+@click.option(
     "--set",
     "sets",
     multiple=True,
@@ -248,7 +260,7 @@ def train_cmd(run_dir, config, **kw) -> None:
     help="override any config field, e.g. --set train.lr=3e-4",
 )
 @execution_options
-def run_cmd(config, out, model, sets, **kw) -> None:
+def run_cmd(config, out, model, preset, sets, **kw) -> None:
     """The whole method from one YAML config: sample → select → train → eval → compare."""
     from .pipeline import comparison_table, run
 
@@ -256,7 +268,7 @@ def run_cmd(config, out, model, sets, **kw) -> None:
     if model:
         overrides.setdefault("model", {})["model"] = model
     overrides["model"] = {**overrides.get("model", {}), **pick(ModelConfig, kw)}
-    cfg = _stage_config(None, config, overrides)
+    cfg = _stage_config(None, config, overrides, preset=preset)
     _threads(cfg.model)
     console = _console()
     manifest = run(cfg, out, console=console)

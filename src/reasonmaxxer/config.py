@@ -409,14 +409,25 @@ def _drop_remote_code(data: dict, path: Path) -> dict:
     return out
 
 
-def default_run_dict() -> dict:
-    """The packaged default config (the measured best settings for the embedded model)."""
-    text = importlib.resources.files("reasonmaxxer").joinpath("configs/default.yaml").read_text()
+def preset_names() -> list[str]:
+    """The packaged presets (``configs/NAME.yaml``): ``default`` is the embedded-model job."""
+    folder = importlib.resources.files("reasonmaxxer").joinpath("configs")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def default_run_dict(preset: str = "default") -> dict:
+    """A packaged preset as a dict; ``default`` is the measured best for the embedded model."""
+    if preset not in preset_names():
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(preset_names())}")
+    text = importlib.resources.files("reasonmaxxer").joinpath(f"configs/{preset}.yaml").read_text()
     return yaml.safe_load(text) or {}
 
 
-def build_run_config(user_yaml: str | None = None, overrides: dict | None = None) -> RunConfig:
-    data = merge(to_dict(RunConfig()), default_run_dict())
+def build_run_config(
+    user_yaml: str | None = None, overrides: dict | None = None, *, preset: str = "default"
+) -> RunConfig:
+    """Dataclass defaults <- packaged ``preset`` <- ``user_yaml`` <- ``overrides``."""
+    data = merge(to_dict(RunConfig()), default_run_dict(preset))
     if user_yaml:
         data = merge(data, load_yaml(user_yaml))
     data = merge(data, overrides or {})

@@ -10,6 +10,12 @@ A benchmark *spec* is one of
   the seeded synthetic benchmark of :mod:`reasonmaxxer.arith`. Without ``n=`` it gives 500
   problems, or the whole split if that is smaller. Its name is e.g. ``arith-l2-eval``.
 
+A bundled name or a file path may end in ``:key=value,...`` options that pick a subset:
+``n=300`` (a seeded random subset, kept in file order), ``seed=0``, ``level=3-5`` (rows whose
+``level`` field, e.g. ``"Level 4"`` as in the raw MATH files, is in that range) and
+``n_per_level=100`` (that many per level, for the paper's 100 each of MATH levels 3, 4, 5).
+``math_train:n=300,seed=0`` is 300 random MATH training problems.
+
 A spec *list* (:func:`load_benchmarks`) separates specs with ``;`` or ``,``. Because an arith
 spec has commas of its own, a comma piece that looks like ``key=value`` continues the arith
 spec before it instead of starting a new one: ``gsm8k,arith:level=2,n=50,math500`` is three
@@ -142,8 +148,89 @@ def _load_jsonl(path: Path, name: str, limit: int | None) -> list[Problem]:
     return out
 
 
+SUBSET_KEYS = ("n", "seed", "level", "n_per_level")
+
+
+def _split_subset(spec: str) -> tuple[str, dict[str, str]]:
+    """``"math_train:n=300,seed=0"`` -> ``("math_train", {"n": "300", "seed": "0"})``; a spec
+    without ``:key=value`` options comes back unchanged with ``{}``."""
+    base, sep, tail = spec.rpartition(":")
+    pieces = [p.strip() for p in tail.split(",") if p.strip()]
+    if not sep or not base or not pieces or not all(_KV_PIECE.match(p) for p in pieces):
+        return spec, {}
+    opts: dict[str, str] = {}
+    for piece in pieces:
+        key, _, value = (x.strip() for x in piece.partition("="))
+        if key not in SUBSET_KEYS:
+            raise UserError(
+                f"bad option {piece!r} in {spec!r}: expected key=value with key in "
+                f"{', '.join(SUBSET_KEYS)}"
+            )
+        if key in opts:
+            raise UserError(f"option {key!r} given twice in {spec!r}")
+        opts[key] = value
+    return base, opts
+
+
+def _row_level(p: Problem) -> int | None:
+    """``level`` of a row as an integer (``"Level 3"``, ``"3"`` or ``3``), else None."""
+    match = re.search(r"\d+", str(p.meta.get("level", "")))
+    return int(match.group()) if match else None
+
+
+def _subset(problems: list[Problem], opts: dict[str, str], spec: str) -> list[Problem]:
+    """Apply ``level`` / ``n`` / ``n_per_level`` / ``seed`` (see the module docstring)."""
+    import random
+
+    def integer(key: str, lo: int) -> int | None:
+        if key not in opts:
+            return None
+        try:
+            value = int(opts[key])
+        except ValueError:
+            raise UserError(f"{key} must be an integer in {spec!r}, got {opts[key]!r}") from None
+        if value < lo:
+            raise UserError(f"{key} must be >= {lo} in {spec!r}, got {value}")
+        return value
+
+    seed = integer("seed", 0) or 0
+    if "level" in opts:
+        lo, _, hi = opts["level"].partition("-")
+        if not lo.strip().isdigit() or (hi and not hi.strip().isdigit()):
+            raise UserError(f"level must be N or N-M in {spec!r}, got {opts['level']!r}")
+        lo_i, hi_i = int(lo), int(hi or lo)
+        if not any(_row_level(p) is not None for p in problems):
+            raise UserError(f"{spec!r}: its rows have no `level` field to filter on")
+        problems = [p for p in problems if (lv := _row_level(p)) is not None and lo_i <= lv <= hi_i]
+    rng = random.Random(seed)
+    if (per_level := integer("n_per_level", 1)) is not None:
+        by_level: dict[int | None, list[int]] = {}
+        for i, p in enumerate(problems):
+            by_level.setdefault(_row_level(p), []).append(i)
+        keep = sorted(
+            i
+            for lv in sorted(by_level, key=lambda v: (v is None, v))
+            for i in (
+                rng.sample(by_level[lv], per_level)
+                if len(by_level[lv]) > per_level
+                else by_level[lv]
+            )
+        )
+        problems = [problems[i] for i in keep]
+    if (n := integer("n", 1)) is not None and n < len(problems):
+        problems = [problems[i] for i in sorted(rng.sample(range(len(problems)), n))]
+    return problems
+
+
 def _load(spec: str, limit: int | None) -> tuple[str, list[Problem]]:
     """Resolve one spec to (benchmark name, problems)."""
+    spec = spec.strip()
+    if not _is_arith(spec):
+        base, opts = _split_subset(spec)
+        if opts:
+            name, problems = _load(base, None)
+            problems = _subset(problems, opts, spec)
+            return name, problems[:limit] if limit is not None else problems
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise UserError(f"limit must be a non-negative integer, got {limit!r}")
     spec = spec.strip()
@@ -190,7 +277,8 @@ def split_specs(specs: str) -> list[str]:
             piece = piece.strip()
             if not piece:
                 continue
-            if current is not None and _is_arith(current) and _KV_PIECE.match(piece):
+            takes_options = current is not None and (_is_arith(current) or ":" in current)
+            if takes_options and _KV_PIECE.match(piece):
                 current += (":" if current == "arith" else ",") + piece
                 out[-1] = current
             else:

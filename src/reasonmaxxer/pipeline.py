@@ -17,7 +17,7 @@ from .data import load_benchmark, load_benchmarks
 from .errors import UserError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
-from .runinfo import Timer, peak_rss_mib, provenance
+from .runinfo import Timer, peak_gpu_mib, peak_rss_mib, provenance
 from .sampling import sample
 from .selection import select
 from .stats import format_p, mcnemar_exact, paired_bootstrap
@@ -116,6 +116,7 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
             "result": result,
             "wall_time_s": t.seconds,
             "peak_rss_mib": peak_rss_mib(),
+            **({"peak_gpu_mib": gpu} if (gpu := peak_gpu_mib()) is not None else {}),
         }
         atomic_write_json(stages_path, stages)
         return result
@@ -160,7 +161,7 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         "primary_metric": cfg.primary_metric,
         "comparison": comparison,
         "stages": {
-            k: {key: v[key] for key in ("wall_time_s", "peak_rss_mib") if key in v}
+            k: {key: v[key] for key in ("wall_time_s", "peak_rss_mib", "peak_gpu_mib") if key in v}
             for k, v in stages.items()
         },
         "counts": {

@@ -73,6 +73,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_gpu_mib() -> float | None:
+    """Peak CUDA memory allocated by this process so far, in MiB; None without CUDA (and
+    without importing torch when the process never did)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 class Timer:
     """``with Timer() as t: ...; t.seconds``"""
 
