@@ -166,6 +166,18 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns != adapter_mtime
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == 0.02
 
+    # The report was built from this run's manifest, not the previous one's.
+    new_manifest = json.loads((out / "manifest.json").read_text())
+    assert new_manifest["config"]["train"]["lr"] == 0.02
+    page = (out / "report.html").read_text()
+    headline = page[page.index('<section id="headline">') : page.index('<section id="entropy">')]
+    for e in new_manifest["comparison"].values():
+        m = e["pass@1_mcnemar"]
+        assert f"{100 * e['adapter_pass@1']:.1f}%" in headline
+        assert f"+{m['gained']}" in headline
+    shown = page[page.index('<section id="manifest">') :]
+    assert "&quot;lr&quot;: 0.02" in shown and "&quot;lr&quot;: 0.01" not in shown
+
     # A new sampling setting on the same folder is refused before anything runs.
     overrides = parse_sets(tuple(sets) + ("sample.k=5",))
     overrides["model"]["model"] = str(digit_model_dir)

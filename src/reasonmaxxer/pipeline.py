@@ -185,11 +185,13 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         },
         "provenance": provenance(),
     }
+    # The manifest first: the report reads it, so the page always shows this run's numbers.
+    atomic_write_json(out / "manifest.json", manifest)
     if cfg.report:
         from .report import build_report
 
         manifest["report"] = str(build_report(out))
-    atomic_write_json(out / "manifest.json", manifest)
+        atomic_write_json(out / "manifest.json", manifest)
     return manifest
 
 
