@@ -323,3 +323,57 @@ def test_unknown_preset_is_one_error_line(tmp_path):
         "error: unknown preset 'nope'; choose one of default, qwen2.5-1.5b"
     ]
     assert not (tmp_path / "r").exists()
+
+
+def _help_defaults(command) -> dict[str, str]:
+    """``{field name: the default its --help text shows}`` for every generated option."""
+    import re
+
+    out = {}
+    for p in command.params:
+        m = re.search(r"\[default: (.*)\]$", getattr(p, "help", None) or "", re.S)
+        if m:
+            out[p.name] = m.group(1)
+    return out
+
+
+def _flat(*sections: dict) -> dict:
+    out: dict = {}
+    for section in sections:
+        assert not set(out) & set(section)
+        out.update(section)
+    return out
+
+
+def test_help_shows_the_defaults_each_command_really_uses():
+    from reasonmaxxer.analysis import DisagreeConfig, InterveneConfig
+    from reasonmaxxer.cli_analysis import _defaults
+    from reasonmaxxer.config import to_dict
+    from reasonmaxxer.distill import DistillConfig
+    from reasonmaxxer.grpo import build_grpo_config
+
+    packaged = to_dict(_stage_config(None, None, {}))
+    plain = to_dict(_stage_config(None, None, {}, plain_eval=True))
+    grpo = to_dict(build_grpo_config())
+    analyze = cli.commands["analyze"]
+    expected = {
+        cli.commands["eval"]: _flat(plain["model"], plain["prompt"], plain["eval"]),
+        cli.commands["sample"]: _flat(packaged["model"], packaged["prompt"], packaged["sample"]),
+        cli.commands["select"]: _flat(packaged["select"], packaged["model"]),
+        cli.commands["train"]: _flat(packaged["train"], packaged["model"]),
+        cli.commands["run"]: packaged["model"],
+        cli.commands["grpo"]: grpo,
+        analyze.commands["disagree"]: _flat(_defaults(DisagreeConfig), plain["prompt"]),
+        analyze.commands["intervene"]: _flat(_defaults(InterveneConfig), plain["prompt"]),
+        cli.commands["distill"]: _flat(_defaults(DistillConfig), plain["prompt"]),
+    }
+    checked = 0
+    for command, values in expected.items():
+        shown = _help_defaults(command)
+        assert shown, command.name
+        for name, text in shown.items():
+            assert text == str(values[name]), f"{command.name} --{name}: {text} != {values[name]}"
+            checked += 1
+    assert checked > 150
+    # the case that was wrong: the packaged default gate is `all`, not the dataclass's `entropy`
+    assert _help_defaults(cli.commands["select"])["gate"] == "all"

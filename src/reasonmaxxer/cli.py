@@ -30,6 +30,10 @@ from .config import (
 )
 from .errors import UserError
 
+# What a command uses when a flag is not given: the packaged default preset (the eval command
+# alone starts its eval section from the dataclass: greedy only). --help shows these.
+PACKAGED = to_dict(build_run_config())
+
 
 def parse_sets(sets: tuple[str, ...]) -> dict:
     """``--set train.lr=3e-4`` → ``{"train": {"lr": "3e-4"}}`` (types are checked by the config)."""
@@ -97,13 +101,15 @@ def execution_options(fn):
     from a run folder: how to run it, never what it computes (and code execution is only ever
     switched on here, on the command line)."""
     return config_options(
-        ModelConfig, skip=("model", "dtype", "gen_dtype", "backend", "merge_adapter")
+        ModelConfig,
+        skip=("model", "dtype", "gen_dtype", "backend", "merge_adapter"),
+        defaults=PACKAGED["model"],
     )(fn)
 
 
 @cli.command("eval")
-@config_options(ModelConfig)
-@config_options(PromptConfig)
+@config_options(ModelConfig, defaults=PACKAGED["model"])
+@config_options(PromptConfig, defaults=PACKAGED["prompt"])
 @config_options(EvalConfig)
 @click.option("--adapter", type=click.Path(), default=None, help="PEFT adapter folder to apply")
 @click.option(
@@ -149,9 +155,9 @@ def _save_config(run_dir: Path, cfg: RunConfig) -> None:
 
 
 @cli.command("sample")
-@config_options(ModelConfig)
-@config_options(PromptConfig)
-@config_options(SampleConfig)
+@config_options(ModelConfig, defaults=PACKAGED["model"])
+@config_options(PromptConfig, defaults=PACKAGED["prompt"])
+@config_options(SampleConfig, defaults=PACKAGED["sample"])
 @click.option(
     "--config", "config", type=click.Path(), default=None, help="YAML config to start from"
 )
@@ -185,7 +191,7 @@ def sample_cmd(config, out, **kw) -> None:
 
 @cli.command("select")
 @click.argument("run_dir", type=click.Path())
-@config_options(SelectConfig)
+@config_options(SelectConfig, defaults=PACKAGED["select"])
 @execution_options
 @click.option(
     "--config", "config", type=click.Path(), default=None, help="YAML config to start from"
@@ -211,7 +217,7 @@ def select_cmd(run_dir, config, **kw) -> None:
 
 @cli.command("train")
 @click.argument("run_dir", type=click.Path())
-@config_options(TrainConfig)
+@config_options(TrainConfig, defaults=PACKAGED["train"])
 @execution_options
 @click.option(
     "--config", "config", type=click.Path(), default=None, help="YAML config to start from"

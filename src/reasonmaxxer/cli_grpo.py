@@ -7,11 +7,12 @@ from pathlib import Path
 import click
 
 from .cliutil import config_options, pick
-from .grpo import GRPORunConfig
+from .config import to_dict
+from .grpo import GRPORunConfig, build_grpo_config
 
 
 @click.command("grpo")
-@config_options(GRPORunConfig)
+@config_options(GRPORunConfig, defaults=to_dict(build_grpo_config()))
 @click.option("--model", default=None, help="model: 'default', a HF id, a folder or a .gguf")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
 @click.option(

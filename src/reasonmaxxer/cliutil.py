@@ -16,10 +16,18 @@ from .config import _base_type
 CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
-def config_options(cls: type, *, skip: tuple[str, ...] = (), multi: frozenset[str] = frozenset()):
+def config_options(
+    cls: type,
+    *,
+    skip: tuple[str, ...] = (),
+    multi: frozenset[str] = frozenset(),
+    defaults: dict | None = None,
+):
     """Decorator adding one ``--flag`` per dataclass field; unset flags arrive as None.
 
     Fields named in ``multi`` may be repeated (``--tau 1 --tau 2``); they arrive as a tuple.
+    ``defaults`` are the values the command really uses when a flag is not given (e.g. the
+    packaged preset's); ``--help`` shows those, else the dataclass default.
     """
 
     def decorate(fn):
@@ -30,6 +38,8 @@ def config_options(cls: type, *, skip: tuple[str, ...] = (), multi: frozenset[st
             tp, _ = _base_type(hints[f.name])
             flag = f.name.replace("_", "-")
             default = f.default if f.default is not dataclasses.MISSING else "…"
+            if defaults is not None and f.name in defaults:
+                default = defaults[f.name]
             help_text = f"{f.metadata.get('help', '')} [default: {default}]"
             if tp is bool:
                 opt = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)
