@@ -377,3 +377,10 @@ def test_help_shows_the_defaults_each_command_really_uses():
     assert checked > 150
     # the case that was wrong: the packaged default gate is `all`, not the dataclass's `entropy`
     assert _help_defaults(cli.commands["select"])["gate"] == "all"
+
+
+def test_optional_number_flags_take_none(tmp_path):
+    bad = run_cli("select", tmp_path, "--max-problems", "abc")
+    assert bad.returncode == 2 and "max_problems: expected int, got 'abc'" in bad.stderr
+    off = run_cli("select", tmp_path, "--max-problems", "none", "--tau", "1.5")
+    assert off.returncode == 2 and "rollouts.jsonl not found" in off.stderr  # flags accepted

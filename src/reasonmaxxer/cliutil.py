@@ -35,7 +35,7 @@ def config_options(
         for f in reversed(dataclasses.fields(cls)):
             if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
                 continue
-            tp, _ = _base_type(hints[f.name])
+            tp, optional = _base_type(hints[f.name])
             flag = f.name.replace("_", "-")
             default = f.default if f.default is not dataclasses.MISSING else "…"
             if defaults is not None and f.name in defaults:
@@ -45,6 +45,17 @@ def config_options(
                 opt = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_text)
             elif f.name in multi:
                 opt = click.option(f"--{flag}", f.name, multiple=True, help=help_text)
+            elif optional and tp in (int, float):
+                # a string, so that `none` can switch the setting off; the config checks the type
+                help_text = help_text.replace(" [default:", "; 'none' switches it off [default:")
+                opt = click.option(
+                    f"--{flag}",
+                    f.name,
+                    type=click.STRING,
+                    metavar=tp.__name__.upper(),
+                    default=None,
+                    help=help_text,
+                )
             else:
                 choices = f.metadata.get("choices")
                 ctype = click.Choice(choices) if choices else CLICK_TYPES[tp]
