@@ -96,7 +96,8 @@ def main() -> None:
 
     sample, train = load("sample.json"), load("train.json")
     stages["sample"]["tokens"] = sample["generation"]["tokens"]
-    rows = [json.loads(line) for line in open(run_dir / "selection.jsonl") if line.strip()]
+    text = (run_dir / "selection.jsonl").read_text()
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     stages["select"]["tokens"] = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in rows)
     stages["train"]["tokens"] = train["tokens_processed"]
     for label in ("eval_base", "eval_adapter"):
