@@ -8,7 +8,8 @@ because :mod:`reasonmaxxer.grading` runs it by file path in a fresh interpreter
   run one comparison (so its lazy set-up is not charged to the first deadline), or
   ``{"ready": false, "error": "..."}``.
 * parent -> worker: ``{"id": 7, "pred": "...", "ref": "..."}``
-* worker -> parent: ``{"id": 7, "equal": true}``; an exception inside math-verify is answered
+* worker -> parent: ``{"id": 7, "equal": true, "s": 0.012}`` (``s``: seconds spent in
+  math-verify, so that the parent can measure its own overhead); an exception inside math-verify is answered
   ``{"id": 7, "equal": false, "error": "RecursionError"}`` (counted as "not equal", as before).
 
 The worker has no time bound of its own: the parent kills it when a deadline passes. It exits
@@ -23,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -89,7 +91,10 @@ def main() -> None:
     send({"ready": True})
     for line in requests:
         req = json.loads(line)
+        start = time.perf_counter()
         try:
-            send({"id": req["id"], "equal": math_verify_equal(req["pred"], req["ref"])})
+            equal, error = math_verify_equal(req["pred"], req["ref"]), None
         except Exception as e:  # noqa: BLE001 (errors inside math-verify mean "not equal")
-            send({"id": req["id"], "equal": False, "error": type(e).__name__})
+            equal, error = False, type(e).__name__
+        reply = {"id": req["id"], "equal": equal, "s": time.perf_counter() - start}
+        send(reply if error is None else {**reply, "error": error})

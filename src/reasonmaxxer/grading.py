@@ -53,8 +53,8 @@ import logging
 import math
 import numbers
 import os
-import queue
 import re
+import selectors
 import subprocess
 import sys
 import threading
@@ -477,6 +477,9 @@ def _check_timeout(timeout_s: float) -> float:
     return min(t, MAX_TIMEOUT_S)
 
 
+_TIMED_OUT = object()  # what _Worker._read_line returns when the deadline passes
+
+
 class _Worker:
     """One persistent math-verify process, used by one comparison at a time (a lock).
 
@@ -484,16 +487,19 @@ class _Worker:
     or if the process died, it kills the process, reports the comparison as not done and at
     once starts a replacement, which imports sympy while the caller goes on. A comparison waits
     for its worker to be ready *before* its deadline starts. A process that is found dead
-    between comparisons is replaced silently.
+    between comparisons is replaced silently. Replies are read by the calling thread itself
+    (a selector with the deadline as its time-out): no helper thread, no signals.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
-        self._replies: queue.SimpleQueue | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._buf = bytearray()
         self._ready = False
         self._next_id = 0
         self.starts = 0  # processes started so far (tests and the benchmark read it)
+        self.last_worker_s = 0.0  # seconds the last verdict took inside the worker
 
     @property
     def pid(self) -> int | None:
@@ -508,31 +514,46 @@ class _Worker:
                 self._spawn()
             if not self._wait_ready():
                 return False, True
-            assert self._proc is not None and self._replies is not None
+            assert self._proc is not None
             self._next_id += 1
             rid = self._next_id
             msg = json.dumps({"id": rid, "pred": pred, "ref": reference}) + "\n"
             deadline = time.monotonic() + timeout_s
             try:
-                self._proc.stdin.write(msg)
+                self._proc.stdin.write(msg.encode("utf-8"))
                 self._proc.stdin.flush()
             except OSError:  # it died between the check and the write
                 self._restart()
                 return False, True
             while True:
-                try:
-                    line = self._replies.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    self._restart()
-                    return False, True
-                if line is None:  # end of its output: it died mid-comparison
+                line = self._read_line(deadline)
+                if line is _TIMED_OUT or line is None:  # the deadline, or it died mid-way
                     self._restart()
                     return False, True
                 reply = json.loads(line)
                 if reply.get("id") == rid:
+                    self.last_worker_s = float(reply.get("s", 0.0))
                     if reply.get("error"):
                         logger.debug("math-verify raised %s; counted as not equal", reply["error"])
                     return bool(reply["equal"]), False
+
+    def _read_line(self, deadline: float) -> Any:
+        """The worker's next line (bytes), None at end of file, _TIMED_OUT after ``deadline``."""
+        assert self._proc is not None and self._selector is not None
+        fd = self._proc.stdout.fileno()
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return line
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._selector.select(left):
+                return _TIMED_OUT
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
 
     def _spawn(self) -> None:
         """Start a worker process without waiting for it (it reports when it is ready)."""
@@ -544,30 +565,25 @@ class _Worker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                text=True,
-                encoding="utf-8",
-                bufsize=1,
             )
         except (OSError, ValueError) as e:
             logger.warning("cannot start the math-verify worker: %s", e)
             return
-        replies: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(
-            target=_read_lines, args=(proc.stdout, replies), name="math-verify-reader", daemon=True
-        ).start()
-        self._proc, self._replies, self._ready = proc, replies, False
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout.fileno(), selectors.EVENT_READ)
+        self._proc, self._selector, self._buf, self._ready = proc, selector, bytearray(), False
 
     def _wait_ready(self) -> bool:
         """Wait for the worker's start-up message; False (logged, worker gone) if it fails."""
         if self._ready:
             return True
-        if self._replies is None:
+        if self._proc is None:
             return False
-        try:
-            line = self._replies.get(timeout=_START_TIMEOUT_S)
-            hello = json.loads(line) if line else {"error": "exited during start-up"}
-        except queue.Empty:
+        line = self._read_line(time.monotonic() + _START_TIMEOUT_S)
+        if line is _TIMED_OUT:
             hello = {"error": f"not ready after {_START_TIMEOUT_S:g} s"}
+        else:
+            hello = json.loads(line) if line else {"error": "exited during start-up"}
         if not hello.get("ready"):
             logger.warning("math-verify worker failed to start: %s", hello.get("error"))
             self._kill()
@@ -580,8 +596,9 @@ class _Worker:
         self._spawn()
 
     def _kill(self) -> None:
-        """Kill the worker (if any). Its reader thread sees end of file and closes stdout."""
-        proc, self._proc, self._replies, self._ready = self._proc, None, None, False
+        """Kill the worker (if any), reap it and close our ends of its pipes."""
+        proc, selector = self._proc, self._selector
+        self._proc, self._selector, self._buf, self._ready = None, None, bytearray(), False
         if proc is None:
             return
         if proc.poll() is None:
@@ -590,8 +607,11 @@ class _Worker:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover (an unkillable process)
             logger.warning("math-verify worker %d did not exit after SIGKILL", proc.pid)
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
+        if selector is not None:
+            selector.close()
+        for stream in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
 
     def close(self) -> None:
         """Stop the worker: close its stdin (it exits), then kill it if it lingers."""
@@ -606,26 +626,16 @@ class _Worker:
     def forget(self) -> None:
         """In a forked child: drop the parent's worker without touching it.
 
-        Its pipes are kept referenced, never closed here: the parent's reader thread may have
-        held their buffer lock at the fork, and closing (or finalising) them could then hang.
+        Its pipes are kept referenced, never closed or finalised here: the fork may have
+        caught the parent in the middle of a write, holding the pipe's buffer lock.
         """
         self._lock = threading.Lock()
         if self._proc is not None:
-            _INHERITED.append(self._proc)
-        self._proc, self._replies, self._ready = None, None, False
+            _INHERITED.append((self._proc, self._selector))
+        self._proc, self._selector, self._buf, self._ready = None, None, bytearray(), False
 
 
-_INHERITED: list[subprocess.Popen] = []  # a forked child's copies of its parent's worker
-
-
-def _read_lines(stream: Any, out: queue.SimpleQueue) -> None:
-    """Reader thread: every line the worker writes, then None at end of file."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in stream:
-            out.put(line)
-    with contextlib.suppress(OSError):
-        stream.close()
-    out.put(None)
+_INHERITED: list[tuple] = []  # a forked child's copies of its parent's worker
 
 
 _WORKER = _Worker()
