@@ -22,6 +22,7 @@ a restart after a forced time-out. Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/grader_overhead.json"))
     args = ap.parse_args()
     items = pairs(args.n)
+    load_start = os.getloadavg()[0]
 
     # Cold start: spawn, import, warm-up comparison.
     t = time.perf_counter()
@@ -94,6 +96,13 @@ def main() -> None:
             assert verdicts == expected, name  # the worker gives the same verdicts
             totals[name].append(s)
 
+    # IPC on a pair math-verify answers in well under a millisecond.
+    ipc_trivial_s = []
+    for i in range(200):
+        t = time.perf_counter()
+        assert grading._math_verify_bounded(f"a_{{{i}}}", f"b_{{{i}}}", 60.0) == (False, False)
+        ipc_trivial_s.append(time.perf_counter() - t - grading._WORKER.last_worker_s)
+
     # Restart after a forced time-out: kill, spawn, import, warm up, then one comparison.
     pid = grading._WORKER.pid
     assert grading._math_verify_bounded(
@@ -118,6 +127,12 @@ def main() -> None:
             "max": 1e3 * max(ipc_s),
         },
         "worker_overhead_frac": overhead / per_call["in-process"],
+        "ipc_ms_per_call_trivial_pairs": {
+            "median": 1e3 * statistics.median(ipc_trivial_s),
+            "p90": 1e3 * statistics.quantiles(ipc_trivial_s, n=10)[-1],
+        },
+        "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
+        "cpus": os.cpu_count(),
         "cold_start_s": cold_start_s,
         "restart_after_timeout_s": restart_s,
         "note": (
@@ -137,7 +152,12 @@ def main() -> None:
         f"\nIPC per call (parent wall time minus time inside the worker): median "
         f"{ipc['median']:.3f} ms, p90 {ipc['p90']:.3f} ms, max {ipc['max']:.1f} ms"
     )
+    triv = result["ipc_ms_per_call_trivial_pairs"]
     print(
+        f"IPC per call on trivial pairs: median {triv['median']:.3f} ms, p90 {triv['p90']:.3f} ms"
+    )
+    print(
+        f"load average {load_start:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n"
         f"worker - in-process: {1e3 * overhead:+.2f} ms per call "
         f"({100 * result['worker_overhead_frac']:+.1f}%); cold start {cold_start_s:.2f} s; "
         f"first comparison after a time-out {restart_s:.2f} s"
