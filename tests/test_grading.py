@@ -369,6 +369,25 @@ def test_worker_dying_mid_comparison_is_not_done() -> None:
     assert out == {"r": (False, True)}
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_gets_its_own_worker() -> None:
+    """A fork (e.g. a data-loader worker) never talks to its parent's worker process."""
+    assert answers_match(*_SYMBOLIC) == (True, False)
+    parent_worker = grading._WORKER.pid
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if it graded with a worker of its own
+        code = 1
+        try:
+            mine = answers_match(*_SYMBOLIC) == (True, False)
+            code = 0 if mine and grading._WORKER.pid not in (None, parent_worker) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answers_match(*_SYMBOLIC) == (True, False)
+    assert grading._WORKER.pid == parent_worker  # untouched by the child
+
+
 def test_grading_does_not_touch_signals() -> None:
     """No SIGALRM any more: a caller's own alarm and handler are left alone."""
     fired = []

@@ -1,4 +1,4 @@
-"""The answer grader for math benchmarks: pure functions, no model, no files.
+"""The answer grader for math benchmarks: no model, no files; sympy in a worker process.
 
 Two steps, kept apart so that reports can say *why* a sample was graded the way it was:
 
@@ -529,17 +529,22 @@ class _Worker:
             except OSError:  # it died between the check and the write
                 self._restart()
                 return False, True
-            while True:
-                line = self._read_line(deadline)
-                if line is _TIMED_OUT or line is None:  # the deadline, or it died mid-way
-                    self._restart()
-                    return False, True
-                reply = json.loads(line)
-                if reply.get("id") == rid:
-                    self.last_worker_s = float(reply.get("s", 0.0))
-                    if reply.get("error"):
-                        logger.debug("math-verify raised %s; counted as not equal", reply["error"])
-                    return bool(reply["equal"]), False
+            try:
+                while True:
+                    line = self._read_line(deadline)
+                    if line is _TIMED_OUT or line is None:  # the deadline, or it died mid-way
+                        self._restart()
+                        return False, True
+                    reply = json.loads(line)
+                    if reply.get("id") == rid:
+                        break
+            except BaseException:  # e.g. Ctrl-C: don't leave the next caller a busy worker
+                self._restart()
+                raise
+            self.last_worker_s = float(reply.get("s", 0.0))
+            if reply.get("error"):
+                logger.debug("math-verify raised %s; counted as not equal", reply["error"])
+            return bool(reply["equal"]), False
 
     def _read_line(self, deadline: float) -> Any:
         """The worker's next line (bytes), None at end of file, _TIMED_OUT after ``deadline``."""
