@@ -328,6 +328,7 @@ def test_disagree_and_intervene_write_their_outputs(tiny_model_dir, teacher_dir,
     assert s["positions"] > 0 and s["base_top1_matches_rollout"] == 1.0
     assert sum(s[c]["frac"] for c in ("unchanged", "reranked", "shifted")) == pytest.approx(1)
     assert rec["table"][0]["positions"] == s["positions"] and "provenance" in rec
+    assert isinstance(s["timeouts"], int)  # grader time-outs are counted, as eval does
     for f in ("config.yaml", "disagree_rows.jsonl", "plots/disagree_entropy.png"):
         assert (tmp_path / "d" / f).is_file(), f
     r = CliRunner().invoke(
@@ -343,7 +344,14 @@ def test_disagree_and_intervene_write_their_outputs(tiny_model_dir, teacher_dir,
     assert s["oracle_equals_teacher"] == 1.0 and s["oracle_pass@1"] == s["teacher_pass@1"]
     assert len(s["entropy"]) == 2
     assert (tmp_path / "i" / "plots" / "intervene_pass1.png").is_file()
-    assert (tmp_path / "i" / "intervene_samples.jsonl").is_file()
+    samples = [
+        json.loads(line)
+        for line in (tmp_path / "i" / "intervene_samples.jsonl").read_text().splitlines()
+    ]
+    for row in rec["table"]:  # grader time-outs per policy, as eval's "timeouts"
+        mine = [x for x in samples if x["label"] == row["label"]]
+        assert row["timeouts"] == sum(x["timed_out"] for x in mine) and len(mine) == 3
+        assert not any(x["timed_out"] and x["correct"] for x in mine)
 
 
 @pytest.mark.slow

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import yaml
 
+from reasonmaxxer import grading
 from reasonmaxxer.errors import UserError
-from reasonmaxxer.grpo import GRPORunConfig, build_grpo_config, make_reward
+from reasonmaxxer.grpo import GRPORunConfig, Meter, build_grpo_config, make_reward
 
 
 def test_config_defaults_mirror_reasonmaxxer():
@@ -58,6 +60,28 @@ def test_reward_uses_the_grader_and_stop_strings():
         "\\boxed{8}\nQuestion: \\boxed{7}",
     ]
     assert reward(completions, ["7", "7", "7", "7"], id=list("abcd")) == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_reward_counts_grader_timeouts(monkeypatch: pytest.MonkeyPatch):
+    """A symbolic answer graded off the main thread (as TRL may) is scored; time-outs counted."""
+    meter = Meter()
+    reward = make_reward([], timeout_s=5.0, meter=meter)
+    out: dict = {}
+    t = threading.Thread(
+        target=lambda: out.update(
+            r=reward(["\\boxed{\\frac{\\sqrt{2}}{2}}", "\\boxed{3}"], ["\\frac{1}{\\sqrt{2}}", "4"])
+        )
+    )
+    t.start()
+    t.join(60)
+    assert out["r"] == [1.0, 0.0]
+    assert (meter.graded, meter.grader_timeouts) == (2, 0)
+    monkeypatch.setattr(grading, "_math_verify_bounded", lambda p, r, s: (False, True))
+    assert reward(["\\boxed{\\sqrt{2}/2}", "\\boxed{4}"], ["\\frac{1}{\\sqrt{2}}", "4"]) == [
+        0.0,
+        1.0,
+    ]
+    assert (meter.graded, meter.grader_timeouts) == (4, 1)
 
 
 def test_cli_flags_come_from_the_dataclass():
@@ -119,6 +143,8 @@ def test_grpo_two_steps_on_a_tiny_model(digit_model_dir, tmp_path):
 
     saved = json.loads((out / "manifest.json").read_text())
     assert saved["steps"] == manifest["steps"] == 2
+    assert saved["reward_grading"] == {"graded": 2 * 8, "timeouts": 0}
+    assert all(r["train/grader_timeouts"] == 0 for r in train)
     assert saved["stopped_by"] == "max_steps"
     assert (
         saved["final_eval"]["step"] == 2 and saved["final_eval"]["benchmarks"]["sevens"]["n"] == 4

@@ -628,6 +628,7 @@ def run_disagree(cfg: DisagreeConfig, out: str | Path) -> dict:
         )
         s["problems"] = len(indices)
         s["base_pass@1"] = sum(graded[i]["correct"] for i in indices) / len(indices)
+        s["timeouts"] = sum(graded[i]["timed_out"] for i in indices)  # grader time-outs
         s["base_top1_matches_rollout"] = _mean(cat["match"].double())
         s["entropy_all_mean"] = _mean(cat["entropy"])
         return s, cat
@@ -983,7 +984,7 @@ def run_intervene(cfg: InterveneConfig, out: str | Path) -> dict:
                 c = finisher._completion(r["token_ids"], [])
                 r["text"], r["finish"] = c.text, c.finish
                 g = grade(r["text"], p.answer, timeout_s=cfg.grader_timeout)
-                r["correct"], r["extracted"] = g.correct, g.extracted
+                r["correct"], r["extracted"], r["timed_out"] = g.correct, g.extracted, g.timed_out
             res = {"policy": policy.kind, "label": policy.label, "tau": policy.tau}
             res.update(seed=policy.seed, rows=rows)
             runs.append(res)
@@ -1042,6 +1043,7 @@ def run_intervene(cfg: InterveneConfig, out: str | Path) -> dict:
                 "n": len(rows),
                 "pass@1": c / len(rows),
                 "pass@1_ci95": list(wilson_interval(c, len(rows))),
+                "timeouts": sum(r["timed_out"] for r in rows),  # grader time-outs (not correct)
                 "tokens": steps,
                 "mean_tokens": steps / len(rows),
                 "touched": sum(len(r["touched"]) for r in rows),
@@ -1091,6 +1093,7 @@ def run_intervene(cfg: InterveneConfig, out: str | Path) -> dict:
                     "completion": r["text"],
                     "extracted": r["extracted"],
                     "correct": r["correct"],
+                    "timed_out": r["timed_out"],
                     "finish": r["finish"],
                     "n_tokens": len(r["token_ids"]),
                     "touched_steps": r["touched"],

@@ -190,6 +190,8 @@ class Meter:
     prompt_tokens_generated_from: int = 0
     fb_tokens: int = 0  # prompt + completion tokens through the policy forward+backward
     fb_tokens_padded: int = 0  # the same with padding (what the kernels actually ran)
+    graded: int = 0  # completions graded by the reward function
+    grader_timeouts: int = 0  # of those, comparisons the grader could not finish (reward 0.0)
     measured: dict = field(default_factory=dict)  # hook name -> whether TRL still has it
 
 
@@ -222,12 +224,13 @@ def _clean(v: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def make_reward(stop: list[str], timeout_s: float):
+def make_reward(stop: list[str], timeout_s: float, meter: Meter | None = None):
     """TRL reward function: 1.0 when our grader accepts the completion, else 0.0.
 
     Plain-format prompts cut the text at the stop strings first, as :class:`HFGenerator` does
     (TRL's HF generation has no stop strings). The name shows up in TRL's metrics as
-    ``rewards/correct/mean``.
+    ``rewards/correct/mean``. A grader time-out gives 0.0 and is counted in ``meter``
+    (``grader_timeouts``, next to ``graded``), which the train log and the manifest report.
     """
     from .grading import grade
 
@@ -237,7 +240,11 @@ def make_reward(stop: list[str], timeout_s: float):
             for s in stop:
                 if s in text:
                     text = text[: text.index(s)]
-            out.append(1.0 if grade(text, ref, timeout_s=timeout_s).correct else 0.0)
+            g = grade(text, ref, timeout_s=timeout_s)
+            out.append(1.0 if g.correct else 0.0)
+            if meter is not None:
+                meter.graded += 1
+                meter.grader_timeouts += int(g.timed_out)
         return out
 
     return correct
@@ -547,6 +554,7 @@ class _Run:
         if "epoch" in logs:
             row["epoch"] = _clean(logs["epoch"])
         row.update({f"train/{k}": _clean(v) for k, v in logs.items() if k != "epoch"})
+        row["train/grader_timeouts"] = self.meter.grader_timeouts  # so far, cumulative
         self._append(row)
 
     def _append(self, row: dict) -> None:
@@ -647,7 +655,7 @@ def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
             raise UserError(f"TRL rejected the settings: {str(e).splitlines()[0]}") from None
         trainer = trainer_cls(
             model=model,
-            reward_funcs=make_reward(stop, cfg.grader_timeout),
+            reward_funcs=make_reward(stop, cfg.grader_timeout, run.meter),
             args=args,
             train_dataset=dataset,
             processing_class=tok,
@@ -705,6 +713,7 @@ def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
         "problems": len(problems),
         "prompts_per_step": cfg.prompts_per_step,
         "completions_per_step": cfg.batch_size * cfg.grad_accum,
+        "reward_grading": {"graded": m.graded, "timeouts": m.grader_timeouts},
         "trainable_params": trainable,
         "total_params": total_params,
         "seeds": {"train": cfg.seed, "data": cfg.seed, "eval": cfg.seed},
