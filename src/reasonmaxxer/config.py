@@ -436,21 +436,3 @@ def build_run_config(
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True, width=100)
-
-
-EXECUTION_SETTINGS = ("device", "threads", "backend", "merge_adapter")
-"""``model`` fields that change how fast a result is made, not what it is."""
-
-
-def identity(cfg: Any) -> dict:
-    """The config as a dict without its execution settings: what a result depends on.
-
-    Stage keys and resume checks compare this, so moving a run to another device, thread
-    count or backend reuses its finished stages. Fields are left out by name (a section may
-    not have them all).
-    """
-    data = to_dict(cfg)
-    model = data.get("model")
-    if isinstance(model, dict):
-        data["model"] = {k: v for k, v in model.items() if k not in EXECUTION_SETTINGS}
-    return data

@@ -119,17 +119,23 @@ LOCK = ".lock"
 
 
 @contextlib.contextmanager
-def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
+def run_lock(folder: str | os.PathLike, *, create: bool = True) -> Iterator[Path]:
     """Hold ``folder/.lock`` (``flock``, non-blocking) for the whole ``with`` block.
 
-    Makes ``folder`` (and its parents) if needed. A second command writing the same run
-    folder gets a :class:`UserError` naming the folder and the holder's pid instead of
-    interleaving its writes with the first one's. The lock goes with the process, so a
-    killed command never leaves a stale lock behind.
+    Makes ``folder`` (and its parents) if needed, and removes it again if the block wrote
+    nothing into it; with ``create=False`` a missing folder is left missing and nothing is
+    locked (the command then reports what it lacks). A second
+    command writing the same run folder gets a :class:`UserError` naming the folder and the
+    holder's pid instead of interleaving its writes with the first one's. The lock goes with
+    the process, so a killed command never leaves a stale lock behind.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} exists and is not a folder")
+    if not create and not folder.exists():
+        yield folder
+        return
+    made = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -147,7 +153,13 @@ def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield folder
+        try:
+            yield folder
+        finally:
+            if made and [p.name for p in folder.iterdir()] == [LOCK]:
+                # a command that failed before writing anything leaves no folder behind
+                (folder / LOCK).unlink()
+                folder.rmdir()
     finally:
         os.close(fd)  # releases the lock
 

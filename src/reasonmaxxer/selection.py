@@ -102,7 +102,13 @@ def compute_entropies(
         # Without a torn tail, so appends continue from a clean file; other models' entries
         # stay for when they are asked for again.
         atomic_write_jsonl(path, on_disk)
-    todo = [r for r in rows if (r["problem_id"], r["rollout"]) not in cache]
+    # The batches are fixed by the rows alone and a batch is computed (and cached) whole, so
+    # a run resumed after a kill scores every row in the same batch, with the same padding,
+    # as an uninterrupted run: the entropies are identical, not merely close.
+    ordered = sorted(rows, key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
+    bs = cfg.select.batch_size
+    batches = [ordered[b : b + bs] for b in range(0, len(ordered), bs)]
+    todo = [b for b in batches if any((r["problem_id"], r["rollout"]) not in cache for r in b)]
     if not todo:
         return cache
     model, _, _ = load_model(
@@ -111,11 +117,8 @@ def compute_entropies(
         trust_remote_code=cfg.model.trust_remote_code,
         device=cfg.model.device,
     )
-    todo.sort(key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
-    bs = cfg.select.batch_size
     with torch.inference_mode():
-        for b in tqdm(range(0, len(todo), bs), desc="entropy (teacher-forced)", unit="batch"):
-            batch = todo[b : b + bs]
+        for batch in tqdm(todo, desc="entropy (teacher-forced)", unit="batch"):
             # Left padding: the last T + 1 logits cover every completion token, so the LM head
             # never runs over prompt positions.
             x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
