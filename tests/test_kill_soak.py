@@ -308,11 +308,13 @@ def test_run_soak(tmp_path, digit_model_dir, cache_dir):
         f"eval.benchmarks={evalset}",
         "eval.k=2",
         "eval.max_new_tokens=8",
-        "report=false",
     ]
+    config = tmp_path / "no-report.yaml"
+    config.write_text("report: false\n")
 
     def build(folder: Path) -> list[str]:
-        args = ["run", "--model", str(digit_model_dir), "--out", str(folder)]
+        args = ["run", "--config", str(config), "--model", str(digit_model_dir)]
+        args += ["--out", str(folder)]
         for s in sets:
             args += ["--set", s]
         return args
