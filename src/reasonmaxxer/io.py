@@ -122,12 +122,13 @@ LOCK = ".lock"
 def run_lock(folder: str | os.PathLike, *, create: bool = True) -> Iterator[Path]:
     """Hold ``folder/.lock`` (``flock``, non-blocking) for the whole ``with`` block.
 
+    A second command writing the same run folder gets a :class:`UserError` naming the
+    folder and the holder's pid instead of interleaving its writes with the first one's. The
+    lock goes with the process, so a killed command never leaves a stale lock behind.
+
     Makes ``folder`` (and its parents) if needed, and removes it again if the block wrote
     nothing into it; with ``create=False`` a missing folder is left missing and nothing is
-    locked (the command then reports what it lacks). A second
-    command writing the same run folder gets a :class:`UserError` naming the folder and the
-    holder's pid instead of interleaving its writes with the first one's. The lock goes with
-    the process, so a killed command never leaves a stale lock behind.
+    locked (the command then reports what it lacks).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
