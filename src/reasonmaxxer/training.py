@@ -197,10 +197,13 @@ def save_adapter(model, out: Path) -> None:
 
 
 def _checkpoint_scope(cfg: RunConfig, rows: list[dict]) -> list:
-    """What a checkpoint is only valid for: model, training settings and the selected rows."""
+    """What a checkpoint is only valid for: model settings and weights, training settings and
+    the selected rows."""
+    from .models import model_fingerprint
+
     train = {k: v for k, v in to_dict(cfg.train).items() if k != "checkpoint_every"}
     rows_id = [(r["problem_id"], r["rollout"], r["decision"], r["advantage"]) for r in rows]
-    return [identity(cfg)["model"], train, rows_id]
+    return [identity(cfg)["model"], model_fingerprint(cfg.model.model), train, rows_id]
 
 
 def save_checkpoint(out: Path, *, model, opt, params, step, rng, order, rows, key) -> None:
