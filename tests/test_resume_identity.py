@@ -187,6 +187,7 @@ def test_a_refused_resume_keeps_config_yaml(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", ROLLOUTS]
 
 
+@pytest.mark.slow  # CLI subprocesses with a model
 def test_sample_cli_refused_keeps_config_yaml(tmp_path, tiny_model_dir, cache_dir):
     out = tmp_path / "run"
     args = [
@@ -255,6 +256,7 @@ for _name in ("disagree", "intervene"):
     WRITERS[_name][1] = _name
 
 
+@pytest.mark.slow  # one CLI subprocess per command
 @pytest.mark.parametrize("command", list(WRITERS))
 def test_a_second_writer_of_a_run_folder_exits_2(tmp_path, cache_dir, command):
     folder = tmp_path / "run"
