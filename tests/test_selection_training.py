@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
 
+from reasonmaxxer import models
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import iter_jsonl
@@ -19,6 +21,7 @@ from reasonmaxxer.selection import (
     SELECTION,
     choose_problems,
     compute_entropies,
+    entropy_key,
     pass_rates,
     select,
 )
@@ -153,7 +156,7 @@ def _write_run(run_dir, *, with_p2_entropies: bool = True):
                         "problem_id": pid,
                         "rollout": j,
                         "entropy": ENT[(pid, j)],
-                        "autocast": "bfloat16",
+                        "key": entropy_key(_cfg(run_dir.parent)),  # the model _cfg names
                     }
                 )
     (run_dir / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
@@ -266,7 +269,7 @@ def test_select_missing_entropies_loads_the_model(tmp_path):
         select(run, _cfg(tmp_path, tau=1.0))
 
 
-def test_compute_entropies_teacher_forced_and_cached(tmp_path, tiny_model_dir):
+def test_compute_entropies_teacher_forced_and_cached(tmp_path, tiny_model_dir, monkeypatch):
     model, tok, _ = load_model(str(tiny_model_dir))
     rows = [
         {
@@ -309,19 +312,53 @@ def test_compute_entropies_teacher_forced_and_cached(tmp_path, tiny_model_dir):
             assert ent[(r["problem_id"], r["rollout"])] == pytest.approx(expected, abs=2e-4)
     cached = list(iter_jsonl(tmp_path / ENTROPIES))
     assert {(c["problem_id"], c["rollout"]) for c in cached} == {("a", 0), ("a", 1), ("b", 0)}
-    # A second call is served from the cache: it does not load the (now unloadable) model.
-    cfg2 = build_run_config(
+    # A second call with the same model is served from the cache: no model is loaded.
+    monkeypatch.setattr(models, "load_model", _no_load)
+    assert compute_entropies(tmp_path, rows, cfg) == ent
+    # Another model (other weights fingerprint) does not reuse them: it needs its model.
+    gone = build_run_config(
         overrides={"model": {"model": str(tmp_path / "gone")}, "select": {"autocast": "off"}}
     )
-    assert compute_entropies(tmp_path, rows, cfg2) == ent
-    # Entries made at another precision are not reused: bf16 recomputes, close to fp32.
+    with pytest.raises(AssertionError, match="model loaded"):
+        compute_entropies(tmp_path, rows, gone)
+    # The same weights in a copied folder share the fingerprint, so the cache is reused.
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    same = build_run_config(
+        overrides={"model": {"model": str(copy)}, "select": {"batch_size": 2, "autocast": "off"}}
+    )
+    assert compute_entropies(tmp_path, rows, same) == ent
+    # ... until the weights change.
+    (copy / "model.safetensors").write_bytes((copy / "model.safetensors").read_bytes() + b" ")
+    with pytest.raises(AssertionError, match="model loaded"):
+        compute_entropies(tmp_path, rows, same)
+    # Entries made at another precision or dtype are not reused either.
+    for select_cfg, dtype in (
+        ({"autocast": "bfloat16"}, "float32"),
+        ({"autocast": "off"}, "bfloat16"),
+    ):
+        other = build_run_config(
+            overrides={
+                "model": {"model": str(tiny_model_dir), "dtype": dtype},
+                "select": select_cfg,
+            }
+        )
+        assert entropy_key(other) != entropy_key(cfg)
+        with pytest.raises(AssertionError, match="model loaded"):
+            compute_entropies(tmp_path, rows, other)
+    monkeypatch.undo()
     cfg3 = build_run_config(
         overrides={"model": {"model": str(tiny_model_dir)}, "select": {"autocast": "bfloat16"}}
     )
-    ent_bf16 = compute_entropies(tmp_path, rows, cfg3)
+    ent_bf16 = compute_entropies(tmp_path, rows, cfg3)  # bf16 recomputes, close to fp32
     for key, h in ent.items():
         assert ent_bf16[key] == pytest.approx(h, abs=0.05)
-    assert {c.get("autocast") for c in iter_jsonl(tmp_path / ENTROPIES)} == {"bfloat16"}
+    keys = [c["key"] for c in iter_jsonl(tmp_path / ENTROPIES)]
+    assert keys == [entropy_key(cfg)] * 3 + [entropy_key(cfg3)] * 3  # both kept, each once
+
+
+def _no_load(*args, **kwargs):
+    raise AssertionError("model loaded")
 
 
 # --------------------------------------------------------------------------- train
@@ -446,3 +483,38 @@ def test_train_killed_and_resumed_matches_an_uninterrupted_run(
         ]
         == 0
     )
+
+
+def test_train_killed_while_saving_the_adapter_keeps_its_checkpoint(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """The checkpoint goes only after the adapter is saved: a kill during the save resumes
+    from the last checkpoint (step 4 of 5) instead of training from step 0 again."""
+    from safetensors.torch import load_file
+
+    from reasonmaxxer import training
+
+    _, tok, _ = load_model(str(tiny_model_dir))
+    cfg = _train_cfg(tiny_model_dir, max_steps=5, epochs=4, checkpoint_every=1)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for d in (straight, killed):
+        _hand_selection(d, tok, advantages=(1.0, -0.5, 0.5))
+    training.train(straight, cfg)
+
+    def dies_while_saving(model, out):
+        raise KeyboardInterrupt
+
+    real_save = training.save_adapter
+    monkeypatch.setattr(training, "save_adapter", dies_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(killed, cfg)
+    assert (killed / training.CHECKPOINT / "meta.json").is_file()
+    assert json.loads((killed / training.CHECKPOINT / "meta.json").read_text())["step"] == 4
+    monkeypatch.setattr(training, "save_adapter", real_save)
+    assert training.train(killed, cfg)["resumed_from_step"] == 4
+    assert not (killed / training.CHECKPOINT).exists()  # removed once the adapter is saved
+    a = load_file(str(straight / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(killed / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k

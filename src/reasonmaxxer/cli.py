@@ -29,6 +29,7 @@ from .config import (
     to_dict,
 )
 from .errors import UserError
+from .io import run_lock
 
 # What a command uses when a flag is not given: the packaged default preset (the eval command
 # alone starts its eval section from the dataclass: greedy only). --help shows these.
@@ -136,7 +137,8 @@ def eval_cmd(adapter, config, out, **kw) -> None:
         plain_eval=True,
     )
     _threads(cfg.model)
-    record = evaluate(cfg.model, cfg.prompt, cfg.eval, out, adapter=adapter)
+    with run_lock(out):
+        record = evaluate(cfg.model, cfg.prompt, cfg.eval, out, adapter=adapter)
     console = _console()
     console.print(
         results_table(
@@ -166,7 +168,7 @@ def _save_config(run_dir: Path, cfg: RunConfig) -> None:
 )
 def sample_cmd(config, out, **kw) -> None:
     """Sample K rollouts per training problem from the frozen base (resumable)."""
-    from .sampling import sample
+    from .sampling import check_resumable, sample
 
     run_dir = Path(out)
     cfg = _stage_config(
@@ -179,9 +181,10 @@ def sample_cmd(config, out, **kw) -> None:
         },
     )
     _threads(cfg.model)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _save_config(run_dir, cfg)
-    s = sample(run_dir, cfg)
+    with run_lock(run_dir):
+        check_resumable(run_dir, cfg)  # refused: config.yaml stays as it was
+        _save_config(run_dir, cfg)
+        s = sample(run_dir, cfg)
     _console().print(
         f"{s['problems']} problems × {cfg.sample.k} rollouts, mean reward {s['mean_reward']:.3f}, "
         f"{s['mixed_problems']} mixed / {s['all_correct']} all-correct / {s['all_wrong']} all-wrong "
@@ -205,8 +208,9 @@ def select_cmd(run_dir, config, **kw) -> None:
         run_dir, config, {"select": pick(SelectConfig, kw), "model": pick(ModelConfig, kw)}
     )
     _threads(cfg.model)
-    s = select(run_dir, cfg)
-    _save_config(run_dir, cfg)
+    with run_lock(run_dir, create=False):
+        s = select(run_dir, cfg)
+        _save_config(run_dir, cfg)  # only once the selection is made with it
     tau = f"{s['tau']:.3f}" if s["tau"] is not None else "-"
     _console().print(
         f"kept {s['problems_kept']}/{s['problems_total']} problems, {s['rollouts_kept']} rollouts; "
@@ -231,8 +235,9 @@ def train_cmd(run_dir, config, **kw) -> None:
         run_dir, config, {"train": pick(TrainConfig, kw), "model": pick(ModelConfig, kw)}
     )
     _threads(cfg.model)
-    s = train(run_dir, cfg)
-    _save_config(run_dir, cfg)
+    with run_lock(run_dir, create=False):
+        s = train(run_dir, cfg)
+        _save_config(run_dir, cfg)  # only once the adapter is trained with it
     _console().print(
         f"{s['steps']} steps on {s['rollouts']} rollouts in {s['wall_time_s']:.0f}s; "
         f"trainable {100 * s['trainable_frac']:.2f}% of parameters → {run_dir / 'adapter'}"
@@ -277,7 +282,8 @@ def run_cmd(config, out, model, preset, sets, **kw) -> None:
     cfg = _stage_config(None, config, overrides, preset=preset)
     _threads(cfg.model)
     console = _console()
-    manifest = run(cfg, out, console=console)
+    with run_lock(out):
+        manifest = run(cfg, out, console=console)
     console.print(comparison_table(manifest))
     if manifest.get("report"):
         console.print(f"report: {manifest['report']}")

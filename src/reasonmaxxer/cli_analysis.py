@@ -18,6 +18,7 @@ from .analysis import AnalysisConfig, DisagreeConfig, InterveneConfig
 from .cliutil import config_options
 from .config import PromptConfig, from_dict, load_yaml, merge, to_dict
 from .distill import DistillConfig
+from .io import run_lock
 
 MULTI = frozenset({"tau", "tau_fracs", "gate_fracs", "policies", "benchmarks"})  # comma lists
 
@@ -107,7 +108,8 @@ def disagree_cmd(config, out, **kw) -> None:
     from .analysis import run_disagree
 
     cfg = build_config(DisagreeConfig, config, kw)
-    record = run_disagree(cfg, out)
+    with run_lock(out):
+        record = run_disagree(cfg, out)
     _print_table(
         record["table"],
         [
@@ -142,7 +144,8 @@ def intervene_cmd(config, out, **kw) -> None:
     from .analysis import run_intervene
 
     cfg = build_config(InterveneConfig, config, kw)
-    record = run_intervene(cfg, out)
+    with run_lock(out):
+        record = run_intervene(cfg, out)
     key = record["summary"]["benchmark"]
     _print_table(
         [r for r in record["table"] if r["benchmark"] == key],
@@ -162,7 +165,8 @@ def distill_cmd(config, out, **kw) -> None:
     from .distill import run_distill
 
     cfg = build_config(DistillConfig, config, kw)
-    record = run_distill(cfg, out)
+    with run_lock(out):
+        record = run_distill(cfg, out)
     s = record["summary"]
     if record["table"]:
         _print_table(record["table"], ["model", "benchmark", "n", "pass@1"], "distillation")

@@ -9,6 +9,7 @@ import click
 from .cliutil import config_options, pick
 from .config import to_dict
 from .grpo import GRPORunConfig, build_grpo_config
+from .io import run_lock
 
 
 @click.command("grpo")
@@ -45,7 +46,8 @@ def grpo_cmd(model, threads, config, out, **kw) -> None:
         import torch
 
         torch.set_num_threads(cfg.model.threads)
-    m = run_grpo(cfg, out)
+    with run_lock(out):
+        m = run_grpo(cfg, out)
     t = m["timing_s"]
     console = Console()
     if m["final_eval"]:

@@ -52,6 +52,7 @@ TOPK_FILE = "topk.safetensors"
 INDEX_FILE = "index.jsonl"
 META_FILE = "meta.json"
 ADAPTER = "adapter"
+CHECKPOINT = "distill_checkpoint"
 # settings that do not change what the student learns (a checkpoint survives changing them)
 NOT_TRAINING = ("checkpoint_every", "eval", "backend", "threads", "benchmarks", "limit")
 
@@ -374,7 +375,7 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
     from .config import RunConfig, TrainConfig
     from .models import load_model
     from .runinfo import Timer
-    from .training import build_batch, lora_model, optimize, save_adapter
+    from .training import build_batch, lora_model, optimize, remove_checkpoint, save_adapter
 
     rows = [{**r, "decision": [], "advantage": 0.0} for r in rows if r["length"] > 0]
     if not rows:
@@ -428,7 +429,7 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
             max_grad_norm=cfg.max_grad_norm,
             rng=rng,
             log_path=out / "distill_log.jsonl",
-            checkpoint=out / "distill_checkpoint",
+            checkpoint=out / CHECKPOINT,
             checkpoint_every=cfg.checkpoint_every,
             checkpoint_scope=scope,
             desc="distill",
@@ -437,6 +438,7 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
         )
     model.eval()
     save_adapter(model, out / ADAPTER)
+    remove_checkpoint(out / CHECKPOINT)
     tail = log[-max(1, len(log) // 10) :]
     return {
         "steps": steps,

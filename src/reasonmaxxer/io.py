@@ -6,6 +6,8 @@ rename), so a killed run never leaves a half-written result behind.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import json
 import os
@@ -71,35 +73,109 @@ def _line(row: dict) -> str:
     return json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
 
 
-def _open_text(path: Path):
+def _read_bytes(path: Path) -> bytes:
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        try:
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        except (OSError, EOFError) as e:  # not gzip, or cut short
+            raise UserError(f"{path}: not a readable gzip file ({e})") from None
+    return path.read_bytes()
 
 
 def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
     """Yield one dict per non-empty line; a malformed line is a :class:`UserError` naming it.
 
-    With ``tolerate_torn_tail`` a malformed *last* line without a newline (a write cut short
-    by a kill) is skipped instead: that is how resumable stages read their own output.
+    The file is split into lines as bytes, so a write cut inside a multi-byte UTF-8 character
+    is still one recognisable torn tail. With ``tolerate_torn_tail`` a last segment without a
+    newline (a write cut short by a kill: every row is written with its newline) is dropped:
+    that is how resumable stages read their own output. Every complete line is decoded
+    strictly; one that is not UTF-8 or not a JSON object is a :class:`UserError` ``file:line``.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
-    with _open_text(path) as f:
-        lines = f.readlines()
-    for lineno, line in enumerate(lines, start=1):
+    lines = _read_bytes(path).split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    if tail and not tolerate_torn_tail:
+        lines.append(tail)
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            if tolerate_torn_tail and lineno == len(lines) and not line.endswith("\n"):
-                return
             raise UserError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         yield row
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, *, create: bool = True) -> Iterator[Path]:
+    """Hold ``folder/.lock`` (``flock``, non-blocking) for the whole ``with`` block.
+
+    A second command writing the same run folder gets a :class:`UserError` naming the
+    folder and the holder's pid instead of interleaving its writes with the first one's. The
+    lock goes with the process, so a killed command never leaves a stale lock behind.
+
+    Makes ``folder`` (and its parents) if needed, and removes it again if the block wrote
+    nothing into it; with ``create=False`` a missing folder is left missing and nothing is
+    locked (the command then reports what it lacks).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder")
+    if not create and not folder.exists():
+        yield folder
+        return
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise UserError(f"cannot use {folder} as a run folder: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            by = f" (pid {holder})" if holder.isdigit() else ""
+            raise UserError(
+                f"{folder} is in use by another reasonmaxxer command{by}; "
+                "wait for it to finish or use another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield folder
+        finally:
+            if made and [p.name for p in folder.iterdir()] == [LOCK]:
+                # a command that failed before writing anything leaves no folder behind
+                (folder / LOCK).unlink()
+                folder.rmdir()
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Wait for an exclusive ``flock`` on ``path`` (created if missing) and hold it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -138,10 +138,36 @@ def resolve_model(spec: str | None) -> tuple[str, str, str | None]:
 
 
 def _gguf_cache(gguf: Path) -> Path:
+    """The converted folder of ``gguf``, converting it first if no process has yet.
+
+    Two processes asking at once take turns on a lock file next to the folder: the second
+    waits for the first's conversion and then reuses it instead of converting again.
+    """
+    from .io import file_lock
+
     out = cache_root() / "models" / f"{gguf.stem}-{_file_fingerprint(gguf)[:12]}"
-    if not (out / "config.json").is_file():
-        _convert_gguf(gguf, out)
+    if (out / "config.json").is_file():
+        return out
+    with file_lock(out.parent / f".{out.name}.lock"):
+        if not (out / "config.json").is_file():
+            _convert_gguf(gguf, out)
     return out
+
+
+def model_fingerprint(spec: str | None) -> str:
+    """What identifies the weights ``spec`` names, without loading or converting them:
+    the weights file's fingerprint where there is one, else the spec (a hub id)."""
+    spec = spec or DEFAULT_MODEL
+    if spec == DEFAULT_MODEL:
+        return _file_fingerprint(embedded_gguf_path())
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf") and path.is_file():
+        return _file_fingerprint(path)
+    if path.is_dir():
+        weights = sorted(path.glob("*.safetensors"))
+        if weights:
+            return _file_fingerprint(weights[0])
+    return f"spec:{spec}"
 
 
 def load_tokenizer(location: str, *, trust_remote_code: bool = False):

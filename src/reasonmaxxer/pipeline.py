@@ -1,8 +1,9 @@
 """``reasonmaxxer run``: sample → select → train → eval base and adapter → compare.
 
-Writes ``config.yaml`` (resolved) first and ``manifest.json`` last. A stage whose output is
-already in the run dir, made with the same settings, is skipped, so an interrupted run is
-resumed by running the same command again.
+Writes ``config.yaml`` (resolved) once every check has passed and ``manifest.json`` last. A
+stage whose output is already in the run dir, made with the same settings, model weights and
+benchmark file contents, is skipped, so an interrupted run is resumed by running the same
+command again.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from .config import RunConfig, dump_yaml, from_dict, identity, load_yaml, to_dict
-from .data import load_benchmark, load_benchmarks
+from .data import benchmark_fingerprints, load_benchmark, load_benchmarks
 from .errors import UserError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from .models import model_fingerprint
 from .runinfo import Timer, peak_gpu_mib, peak_rss_mib, provenance
-from .sampling import sample
+from .sampling import ROLLOUTS, check_resumable, sample
 from .selection import select
 from .stats import format_p, mcnemar_exact, paired_bootstrap
 from .training import ADAPTER, train
@@ -84,19 +86,63 @@ def compare(base_dir: Path, adapter_dir: Path, *, seed: int = 0) -> dict:
     return out
 
 
-def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
-    """The whole pipeline into ``out``; returns the manifest."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    old = out / "config.yaml"
-    if old.is_file() and (out / "rollouts.jsonl").is_file():
-        prev = identity(from_dict(RunConfig, load_yaml(old)))
-        if prev["sample"] != identity(cfg)["sample"] or prev["model"] != identity(cfg)["model"]:
+def check_resume(cfg: RunConfig, out: Path) -> None:
+    """Refuse a run folder whose rollouts were made with other sample/model settings: by the
+    settings its config.yaml records, then by the rollouts' own settings hash (which also
+    covers the model's weights and the training file's contents)."""
+    if not (out / ROLLOUTS).is_file():
+        return
+    if (out / "config.yaml").is_file():
+        prev, new = identity(from_dict(RunConfig, load_yaml(out / "config.yaml"))), identity(cfg)
+        if prev["sample"] != new["sample"] or prev["model"] != new["model"]:
             raise UserError(
                 f"{out} holds a run with other sample/model settings; use a new --out folder"
             )
+    check_resumable(out, cfg)
+
+
+def stage_keys(cfg: RunConfig) -> dict[str, dict]:
+    """What each stage's output depends on: the config without its execution settings, the
+    model's weights fingerprint and the contents of the benchmark files (not their names)."""
+    c = identity(cfg)
+    model = {**c["model"], "fingerprint": model_fingerprint(cfg.model.model)}
+    upstream = {
+        "model": model,
+        "prompt": c["prompt"],
+        "sample": c["sample"],
+        "train_data": benchmark_fingerprints(cfg.sample.train),
+    }
+    # how often train checkpoints does not change the adapter it makes
+    train = {k: v for k, v in c["train"].items() if k != "checkpoint_every"}
+    train_key = {**upstream, "select": c["select"], "train": train}
+    eval_key = {
+        "model": model,
+        "prompt": c["prompt"],
+        "eval": c["eval"],
+        "eval_data": benchmark_fingerprints(cfg.eval.benchmarks),
+    }
+    return {
+        "sample": upstream,
+        "select": {**upstream, "select": c["select"]},
+        "train": train_key,
+        "eval_base": eval_key,
+        "eval_adapter": {**eval_key, "train": train_key},
+    }
+
+
+def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
+    """The whole pipeline into ``out``; returns the manifest.
+
+    Every check runs before anything is written: a refused folder keeps its config.yaml.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    check_disjoint(cfg)  # also reports unreadable benchmark files
+    check_resume(cfg, out)
+    keys = stage_keys(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
-    check_disjoint(cfg)
     stages_path = out / "stages.json"
     stages = read_json(stages_path) if stages_path.is_file() else {}
     timings: dict[str, float] = {}
@@ -121,20 +167,12 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         atomic_write_json(stages_path, stages)
         return result
 
-    c = identity(cfg)  # execution settings (device, threads, backend) do not change a stage
-    upstream = {"model": c["model"], "prompt": c["prompt"], "sample": c["sample"]}
-    s_sample = stage("sample", upstream, lambda: sample(out, cfg), "rollouts.jsonl")
-    s_select = stage(
-        "select", {**upstream, "select": c["select"]}, lambda: select(out, cfg), "selection.jsonl"
-    )
-    # how often train checkpoints does not change the adapter it makes
-    train_settings = {k: v for k, v in c["train"].items() if k != "checkpoint_every"}
-    train_key = {**upstream, "select": c["select"], "train": train_settings}
-    s_train = stage("train", train_key, lambda: train(out, cfg), ADAPTER)
-    eval_key = {"model": c["model"], "prompt": c["prompt"], "eval": c["eval"]}
+    s_sample = stage("sample", keys["sample"], lambda: sample(out, cfg), ROLLOUTS)
+    s_select = stage("select", keys["select"], lambda: select(out, cfg), "selection.jsonl")
+    s_train = stage("train", keys["train"], lambda: train(out, cfg), ADAPTER)
     s_base = stage(
         "eval_base",
-        eval_key,
+        keys["eval_base"],
         lambda: _eval_summary(
             evaluate(cfg.model, cfg.prompt, cfg.eval, out / "eval" / "base", label="base")
         ),
@@ -142,7 +180,7 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
     )
     s_adapter = stage(
         "eval_adapter",
-        {**eval_key, "train": train_key},
+        keys["eval_adapter"],
         lambda: _eval_summary(
             evaluate(
                 cfg.model,

@@ -26,14 +26,19 @@ from .runinfo import Timer
 ROLLOUTS = "rollouts.jsonl"
 
 
-def sampler_settings(cfg: RunConfig, model_fingerprint: str | None) -> dict:
-    """What must match for rollouts on disk to be reused by a resumed run."""
+def sampler_settings(cfg: RunConfig) -> dict:
+    """What must match for rollouts on disk to be reused by a resumed run: the settings,
+    the model's weights fingerprint and the training problems' file contents."""
+    from .data import benchmark_fingerprints
+    from .models import model_fingerprint
+
     s = cfg.sample
     return {
         "model": cfg.model.model,
-        "model_fingerprint": model_fingerprint,
+        "model_fingerprint": model_fingerprint(cfg.model.model),
         "gen_dtype": cfg.model.gen_dtype,
         "train": s.train,
+        "train_data": benchmark_fingerprints(s.train),
         "limit": s.limit,
         "k": s.k,
         "temperature": s.temperature,
@@ -58,17 +63,29 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return (seed * 1_000_003 + chunk) % (2**31 - 1)
 
 
+def _rollouts_on_disk(path: Path, shash: str) -> list[dict]:
+    """The complete rows of ``path``; rows made with other settings are a UserError."""
+    if not path.is_file():
+        return []
+    rows = list(iter_jsonl(path, tolerate_torn_tail=True))
+    if any(row.get("settings_hash") != shash for row in rows):
+        raise UserError(
+            f"{path} was sampled with different settings (model, data, k, temperature, seed, "
+            "...); use a new --out folder or delete the file"
+        )
+    return rows
+
+
+def check_resumable(run_dir: str | Path, cfg: RunConfig) -> None:
+    """Refuse, before anything is written or loaded, a run folder whose rollouts were made
+    with other settings (a UserError; nothing is changed)."""
+    _rollouts_on_disk(Path(run_dir) / ROLLOUTS, settings_hash(sampler_settings(cfg)))
+
+
 def load_finished_chunks(path: Path, expected: dict[int, int], shash: str) -> dict[int, list[dict]]:
     """Rows of every complete chunk on disk; ``expected`` maps chunk -> number of rows."""
-    if not path.is_file():
-        return {}
     by_chunk: dict[int, list[dict]] = defaultdict(list)
-    for row in iter_jsonl(path, tolerate_torn_tail=True):
-        if row.get("settings_hash") != shash:
-            raise UserError(
-                f"{path} was sampled with different settings (model, k, temperature, seed, ...); "
-                "use a new --out folder or delete the file"
-            )
+    for row in _rollouts_on_disk(path, shash):
         by_chunk[row["chunk"]].append(row)
     done = {}
     for c, rows in by_chunk.items():
@@ -92,16 +109,16 @@ def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | Non
     expected = {c: len(ch) * s.k for c, ch in enumerate(chunks)}
 
     with Timer() as wall:
+        settings = sampler_settings(cfg)
+        shash = settings_hash(settings)
+        path = run_dir / ROLLOUTS
+        done = load_finished_chunks(path, expected, shash)  # refuses other settings first
         model, tok, info = load_model(
             cfg.model.model,
             dtype=cfg.model.gen_dtype,
             trust_remote_code=cfg.model.trust_remote_code,
             device=cfg.model.device,
         )
-        settings = sampler_settings(cfg, info.fingerprint)
-        shash = settings_hash(settings)
-        path = run_dir / ROLLOUTS
-        done = load_finished_chunks(path, expected, shash)
         # Rewrite without torn or partial chunks, so appends continue from a clean file.
         atomic_write_jsonl(path, [r for c in sorted(done) for r in done[c]])
         gen = HFGenerator(model, tok, batch_size=s.batch_size, stop=stop_strings(tok, cfg.prompt))

@@ -9,7 +9,8 @@
    ``entropies.jsonl`` (appended batch by batch), so a re-run with another gate or τ costs
    nothing and an interrupted one resumes. The forward pass may run under bf16 autocast
    (``--autocast``, default on: ~2.5x faster on CPU); the entropy itself is always computed in
-   float32 from the logits, and cached entries remember which precision made them.
+   float32 from the logits. Cached entries are keyed by what made them (the model's weights
+   fingerprint, its dtype and the precision), so another model never reuses them.
 4. Decision points by τ (nats) or a top fraction, with the ``entropy | all | random | low``
    gates for the controls.
 
@@ -19,6 +20,8 @@ positions) and ``selection.json`` (the statistics and histograms the report plot
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -89,13 +92,23 @@ def compute_entropies(
 
     path = run_dir / ENTROPIES
     precision = cfg.select.autocast
+    key = entropy_key(cfg)
     cache: dict[tuple[str, int], list[float]] = {}
     if path.is_file():
-        for r in iter_jsonl(path, tolerate_torn_tail=True):
-            if r.get("autocast", "off") == precision:
+        on_disk = list(iter_jsonl(path, tolerate_torn_tail=True))
+        for r in on_disk:
+            if r.get("key") == key:
                 cache[(r["problem_id"], r["rollout"])] = r["entropy"]
-        atomic_write_jsonl(path, [_cache_row(p, j, h, precision) for (p, j), h in cache.items()])
-    todo = [r for r in rows if (r["problem_id"], r["rollout"]) not in cache]
+        # Without a torn tail, so appends continue from a clean file; other models' entries
+        # stay for when they are asked for again.
+        atomic_write_jsonl(path, on_disk)
+    # The batches are fixed by the rows alone and a batch is computed (and cached) whole, so
+    # a run resumed after a kill scores every row in the same batch, with the same padding,
+    # as an uninterrupted run: the entropies are identical, not merely close.
+    ordered = sorted(rows, key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
+    bs = cfg.select.batch_size
+    batches = [ordered[b : b + bs] for b in range(0, len(ordered), bs)]
+    todo = [b for b in batches if any((r["problem_id"], r["rollout"]) not in cache for r in b)]
     if not todo:
         return cache
     model, _, _ = load_model(
@@ -104,11 +117,8 @@ def compute_entropies(
         trust_remote_code=cfg.model.trust_remote_code,
         device=cfg.model.device,
     )
-    todo.sort(key=lambda r: len(r["prompt_ids"]) + len(r["completion_ids"]))
-    bs = cfg.select.batch_size
     with torch.inference_mode():
-        for b in tqdm(range(0, len(todo), bs), desc="entropy (teacher-forced)", unit="batch"):
-            batch = todo[b : b + bs]
+        for batch in tqdm(todo, desc="entropy (teacher-forced)", unit="batch"):
             # Left padding: the last T + 1 logits cover every completion token, so the LM head
             # never runs over prompt positions.
             x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
@@ -120,13 +130,23 @@ def compute_entropies(
             for i, r in enumerate(batch):
                 ent = [round(float(v), 5) for v in h[i, t_max - len(r["completion_ids"]) :]]
                 cache[(r["problem_id"], r["rollout"])] = ent
-                out.append(_cache_row(r["problem_id"], r["rollout"], ent, precision))
+                out.append(_cache_row(r["problem_id"], r["rollout"], ent, key))
             append_jsonl(path, out)
     return cache
 
 
-def _cache_row(problem_id: str, rollout: int, entropy: list[float], precision: str) -> dict:
-    return {"problem_id": problem_id, "rollout": rollout, "entropy": entropy, "autocast": precision}
+def entropy_key(cfg: RunConfig) -> str:
+    """What a cached entropy depends on besides the token ids: the model's weights, the
+    dtype they are loaded in and the forward pass's precision."""
+    from .models import model_fingerprint
+
+    m = cfg.model
+    parts = [model_fingerprint(m.model), m.dtype, cfg.select.autocast]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _cache_row(problem_id: str, rollout: int, entropy: list[float], key: str) -> dict:
+    return {"problem_id": problem_id, "rollout": rollout, "entropy": entropy, "key": key}
 
 
 def quantiles(values: list[float], qs=(0.5, 0.9, 0.95, 0.99)) -> dict[str, float]:

@@ -197,10 +197,13 @@ def save_adapter(model, out: Path) -> None:
 
 
 def _checkpoint_scope(cfg: RunConfig, rows: list[dict]) -> list:
-    """What a checkpoint is only valid for: model, training settings and the selected rows."""
+    """What a checkpoint is only valid for: model settings and weights, training settings and
+    the selected rows."""
+    from .models import model_fingerprint
+
     train = {k: v for k, v in to_dict(cfg.train).items() if k != "checkpoint_every"}
     rows_id = [(r["problem_id"], r["rollout"], r["decision"], r["advantage"]) for r in rows]
-    return [identity(cfg)["model"], train, rows_id]
+    return [identity(cfg)["model"], model_fingerprint(cfg.model.model), train, rows_id]
 
 
 def save_checkpoint(out: Path, *, model, opt, params, step, rng, order, rows, key) -> None:
@@ -282,8 +285,9 @@ def optimize(
 ) -> tuple[int, int, list[dict]]:
     """The optimisation loop ``train`` and ``distill`` share: shuffled length-bucketed
     micro-batches, linear warm-up, gradient accumulation and clipping, one ``log_path`` row
-    per optimizer step, and a resumable checkpoint every ``checkpoint_every`` steps (removed
-    at the end; the caller saves the adapter).
+    per optimizer step, and a resumable checkpoint every ``checkpoint_every`` steps. The
+    checkpoint is left in place: the caller saves the adapter first and then calls
+    :func:`remove_checkpoint`, so a kill in between resumes instead of losing the run.
 
     ``micro_loss(rows) -> (loss, stats)``; the stats of a step are averaged over its
     micro-batches, except the ``summed`` keys. ``checkpoint_scope`` (JSON-able: the settings
@@ -353,8 +357,12 @@ def optimize(
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             save_checkpoint(checkpoint, step=step + 1, order=order, key=checkpoint_key, **ckpt_args)
     bar.close()
-    shutil.rmtree(checkpoint, ignore_errors=True)
     return steps, start, list(iter_jsonl(log_path))
+
+
+def remove_checkpoint(checkpoint: Path) -> None:
+    """Drop a finished run's checkpoint; call only once the adapter it led to is saved."""
+    shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def train(run_dir: str | Path, cfg: RunConfig) -> dict:
@@ -417,6 +425,7 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
             },
         )
     save_adapter(model, run_dir / ADAPTER)
+    remove_checkpoint(run_dir / CHECKPOINT)
     summary = {
         "steps": steps,
         "rollouts": len(rows),
