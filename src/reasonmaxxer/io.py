@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,17 +87,20 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
-    with _open_text(path) as f:
-        lines = f.readlines()
+    try:
+        with _open_text(path) as f:
+            lines = f.readlines()
+    except _READ_ERRORS as e:
+        raise _read_error(path, e) from None
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:
             if tolerate_torn_tail and lineno == len(lines) and not line.endswith("\n"):
                 return
-            raise UserError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
+            raise UserError(f"{path}:{lineno}: malformed JSON line ({_json_reason(e)})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         yield row
@@ -107,9 +111,53 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except _READ_ERRORS as e:
+        raise _read_error(path, e) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:
+        raise UserError(f"{path}: malformed JSON ({_json_reason(e)})") from None
+
+
+# What reading a data file can raise besides a parse error: not UTF-8, unreadable, not really
+# gzip (BadGzipFile is an OSError), a gzip stream cut short (EOFError) or corrupt (zlib.error).
+_READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
+
+
+def _read_error(path: Path, e: BaseException) -> UserError:
+    if isinstance(e, UnicodeDecodeError):
+        line = _first_non_utf8_line(path)
+        return UserError(f"{path}{f':{line}' if line else ''}: not UTF-8 text ({e.reason})")
+    if isinstance(e, gzip.BadGzipFile | EOFError | zlib.error):
+        return UserError(f"{path}: not a valid gzip file ({e})")
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return UserError(f"cannot read {path}: {reason}")
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    """1-based number of the first line that is not valid UTF-8 (for the error message)."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return lineno
+    except _READ_ERRORS:
+        pass
+    return None
+
+
+def _json_reason(e: BaseException) -> str:
+    """One line for json.loads' failures: a syntax error, nesting too deep, a huge integer."""
+    if isinstance(e, json.JSONDecodeError):
+        return e.msg
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e).split(":")[0]  # "Exceeds the limit (4300 digits) for integer string conversion"
 
 
 def _json_default(obj: Any) -> Any:

@@ -90,7 +90,7 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     old = out / "config.yaml"
     if old.is_file() and (out / "rollouts.jsonl").is_file():
-        prev = identity(from_dict(RunConfig, load_yaml(old)))
+        prev = identity(from_dict(RunConfig, load_yaml(old, run_folder=True)))
         if prev["sample"] != identity(cfg)["sample"] or prev["model"] != identity(cfg)["model"]:
             raise UserError(
                 f"{out} holds a run with other sample/model settings; use a new --out folder"

@@ -147,18 +147,27 @@ def histogram(
     return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts}
 
 
+def _no_decision_points(sc, max_entropy: float, tokens: int) -> str:
+    """The refusal when the gate marks no token: training on it would learn nothing."""
+    if sc.tau is not None:
+        fix = f"use a --tau below the largest entropy, {max_entropy:.3f} nats"
+    else:
+        fix = f"raise --top-frac ({sc.top_frac} of {tokens} tokens rounds to 0)"
+    return f"the {sc.gate} gate marks no token of {tokens}, so train would learn nothing: {fix}"
+
+
 def select(run_dir: str | Path, cfg: RunConfig) -> dict:
     """Run the selection stage on ``run_dir/rollouts.jsonl``; returns ``selection.json``."""
-    import torch
-
-    from .losses import decision_mask, group_advantages
-
     run_dir = Path(run_dir)
     sc = cfg.select
     if not (run_dir / ROLLOUTS).is_file():
         raise UserError(
             f"{run_dir / ROLLOUTS} not found: run `reasonmaxxer sample --out {run_dir}` first"
         )
+    import torch
+
+    from .losses import decision_mask, group_advantages
+
     with Timer() as wall:
         rows = list(iter_jsonl(run_dir / ROLLOUTS))
         rates = pass_rates(rows)
@@ -184,6 +193,8 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
             dropped = set(by_len[:n_drop])
             kept = [r for i, r in enumerate(kept) if i not in dropped]
         kept = [r for r in kept if r["completion_ids"]]
+        if not kept:
+            raise UserError("every kept rollout has an empty completion: nothing to select")
 
         ent = compute_entropies(run_dir, kept, cfg)
         t_max = max(len(r["completion_ids"]) for r in kept)
@@ -197,6 +208,8 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
         mask, tau = decision_mask(
             h, comp, tau=sc.tau, top_frac=sc.top_frac, gate=sc.gate, generator=gen
         )
+        if not mask.any():
+            raise UserError(_no_decision_points(sc, float(h[comp].max()), int(comp.sum())))
 
         out_rows = []
         for i, r in enumerate(kept):

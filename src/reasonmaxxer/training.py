@@ -359,21 +359,26 @@ def optimize(
 
 def train(run_dir: str | Path, cfg: RunConfig) -> dict:
     """Train the adapter on ``run_dir/selection.jsonl``; returns the training summary."""
-    import torch
-
-    from .models import load_model
-
     run_dir = Path(run_dir)
     t = cfg.train
     if not (run_dir / SELECTION).is_file():
         raise UserError(
             f"{run_dir / SELECTION} not found: run `reasonmaxxer select {run_dir}` first"
         )
+    import torch
+
+    from .models import load_model
+
     rows = list(iter_jsonl(run_dir / SELECTION))
     if t.positive_only:
         rows = [r for r in rows if r["advantage"] > 0]
     if not rows:
         raise UserError("no rollouts to train on after selection")
+    if not any(r["decision"] for r in rows):
+        raise UserError(
+            f"{run_dir / SELECTION} marks no decision token, so training would learn nothing: "
+            f"re-run `reasonmaxxer select {run_dir}` with a lower --tau or a higher --top-frac"
+        )
 
     torch.manual_seed(t.seed)
     rng = random.Random(t.seed)
