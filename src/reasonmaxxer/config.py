@@ -379,11 +379,17 @@ def identity(cfg: Any) -> dict:
 
 
 def merge(base: dict, override: dict) -> dict:
-    """Recursive dict update; ``None`` in ``override`` means 'not given' and keeps ``base``."""
+    """Recursive dict update; ``None`` or ``{}`` in ``override`` means 'not given' and keeps
+    ``base``. A mapping over a value that is not one (``train: 0`` then ``--lr 1``) is an error,
+    not a silent replacement that would hide the bad value."""
     out = dict(base)
     for k, v in override.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = merge(out[k], v)
+        elif isinstance(v, dict) and not v:
+            continue  # a section with no flags given
+        elif isinstance(v, dict) and out.get(k) is not None:
+            raise UserError(f"{k}: given both as {_short(out[k])} and as a mapping {_short(v)}")
         elif v is not None:
             out[k] = v
     return out

@@ -147,13 +147,13 @@ def histogram(
     return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts}
 
 
-def _no_decision_points(sc, max_entropy: float, tokens: int) -> str:
+def _no_decision_points(gate: str, tau: float, max_entropy: float, tokens: int) -> str:
     """The refusal when the gate marks no token: training on it would learn nothing."""
-    if sc.tau is not None:
-        fix = f"use a --tau below the largest entropy, {max_entropy:.3f} nats"
-    else:
-        fix = f"raise --top-frac ({sc.top_frac} of {tokens} tokens rounds to 0)"
-    return f"the {sc.gate} gate marks no token of {tokens}, so train would learn nothing: {fix}"
+    return (
+        f"the {gate} gate (tau = {tau:.3f} nats) marks none of {tokens} tokens, so train would "
+        f"learn nothing: use a lower --tau or a higher --top-frac (the largest entropy is "
+        f"{max_entropy:.3f} nats)"
+    )
 
 
 def select(run_dir: str | Path, cfg: RunConfig) -> dict:
@@ -209,7 +209,8 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
             h, comp, tau=sc.tau, top_frac=sc.top_frac, gate=sc.gate, generator=gen
         )
         if not mask.any():
-            raise UserError(_no_decision_points(sc, float(h[comp].max()), int(comp.sum())))
+            top = float(h[comp].max())
+            raise UserError(_no_decision_points(sc.gate, tau, top, int(comp.sum())))
 
         out_rows = []
         for i, r in enumerate(kept):
