@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shlex
 import sys
 
 import pytest
@@ -128,6 +129,11 @@ def bad(tmp_path_factory, tiny_model_dir):
     sel = [{**r, "decision": [1]} for r in sel]
     (selected / "selection.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sel))
     (d / "nonadapter").mkdir()
+    foreign = d / "foreign"  # a run folder whose JSONL rows were not written by reasonmaxxer
+    foreign.mkdir()
+    _write_run_config(foreign, tiny_model_dir)
+    (foreign / "rollouts.jsonl").write_text('{"foo": 1}\n')
+    (foreign / "selection.jsonl").write_text('{"foo": 1}\n')
     yield {"d": d, "m": tiny_model_dir}
     (d / "unreadable.jsonl").chmod(0o644)
 
@@ -243,6 +249,8 @@ ROWS = [
     row("select {d}/nonrun", "rollouts.jsonl not found", "select-nonrun"),
     row("select {d}/emptycfg", "empty", "select-empty-config", SUB),
     row("select {d}/binrun", "not UTF-8", "select-binary-rollouts"),
+    row("select {d}/foreign", "row 1 has no problem_id", "select-foreign-rows"),
+    row("select ''", "empty", "select-empty-arg"),
     row("select {d}/sampled --tau 100", "lower", "select-tau-marks-nothing", SUB),
     row("select {d}/sampled --top-frac 0.01", "--top-frac", "select-frac-marks-nothing"),
     row("select {d}/sampled --config {d}/select_list.yaml", "mapping", "select-yaml"),
@@ -254,6 +262,7 @@ ROWS = [
     row("train {d}/afile", "is a file", "train-file"),
     row("train {d}/nonrun", "selection.jsonl not found", "train-nonrun"),
     row("train {d}/emptycfg", "empty", "train-empty-config"),
+    row("train {d}/foreign", "row 1 has no problem_id", "train-foreign-rows"),
     row("train {d}/nodecision", "no decision token", "train-no-decision", SUB),
     row("train {d}/selected --config {d}/threads.yaml", "--threads", "train-threads"),
     row("train {d}/selected --config {d}/nonstr.yaml", "strings", "train-yaml-nonstr"),
@@ -274,6 +283,7 @@ ROWS = [
     row(R + " --set sample.train={d}/binary.jsonl", "not UTF-8", "run-binary-train"),
     row(R + " --set eval.benchmarks={d}/empty.jsonl", "no problems", "run-empty-eval"),
     row("run --model {m} --out {d}/afile", "is a file", "run-out-file"),
+    row("run --model {m} --out ''", "--out is empty", "run-out-empty-string"),
     row("run --model {m} --out {d}/emptycfg_rollouts", "empty", "run-out-empty-config"),
     row("run --model {d}/garbage.gguf --out {d}/out/r", "not a GGUF", "run-gguf"),
     # ---- report ---------------------------------------------------------------------------
@@ -344,7 +354,7 @@ ROWS = [
 
 
 def _args(line: str, bad: dict) -> list[str]:
-    return [a.format(**bad) for a in line.split()]
+    return [a.format(**bad) for a in shlex.split(line)]
 
 
 @pytest.mark.parametrize(("line", "expected", "subprocess"), ROWS)

@@ -83,6 +83,8 @@ def check_out_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path:
     ``path`` must be a folder or not exist yet; the nearest existing folder above it must be a
     writable folder. Nothing is created here (a refused command leaves no empty folder).
     """
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: give a folder")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder")
@@ -100,6 +102,8 @@ def check_out_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path:
 
 def check_run_dir(path: str | os.PathLike) -> Path:
     """A RUN_DIR argument: an existing folder (the stage then checks for the files it needs)."""
+    if not str(path).strip():
+        raise UserError("RUN_DIR is empty: give a run folder")
     path = Path(path)
     if not path.exists():
         raise UserError(f"run folder not found: {path}")

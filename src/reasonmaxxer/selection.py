@@ -33,6 +33,23 @@ ENTROPIES = "entropies.jsonl"
 SELECTION = "selection.jsonl"
 
 
+ROLLOUT_KEYS = ("problem_id", "rollout", "reward", "prompt_ids", "completion_ids")
+SELECTION_KEYS = (*ROLLOUT_KEYS, "advantage", "decision")
+
+
+def read_rows(path: Path, keys: tuple[str, ...]) -> list[dict]:
+    """The rows of a run-folder JSONL, each checked for ``keys`` (a foreign or hand-edited
+    file is one error line, not a KeyError deep inside a stage)."""
+    rows = list(iter_jsonl(path))
+    for i, r in enumerate(rows, start=1):
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise UserError(
+                f"{path}: row {i} has no {', '.join(missing)}: not a file this stage wrote"
+            )
+    return rows
+
+
 def pass_rates(rows: list[dict]) -> dict[str, float]:
     groups: dict[str, list[float]] = defaultdict(list)
     for r in rows:
@@ -169,7 +186,7 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
     from .losses import decision_mask, group_advantages
 
     with Timer() as wall:
-        rows = list(iter_jsonl(run_dir / ROLLOUTS))
+        rows = read_rows(run_dir / ROLLOUTS, ROLLOUT_KEYS)
         rates = pass_rates(rows)
         kept_ids = choose_problems(rates, sc.min_pass, sc.max_pass, sc.max_problems)
         if not kept_ids:

@@ -26,7 +26,7 @@ from .config import RunConfig, identity, to_dict
 from .errors import UserError
 from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
 from .runinfo import Timer
-from .selection import SELECTION
+from .selection import SELECTION, SELECTION_KEYS, read_rows
 
 ADAPTER = "adapter"
 CHECKPOINT = "train_checkpoint"
@@ -369,7 +369,7 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
 
     from .models import load_model
 
-    rows = list(iter_jsonl(run_dir / SELECTION))
+    rows = read_rows(run_dir / SELECTION, SELECTION_KEYS)
     if t.positive_only:
         rows = [r for r in rows if r["advantage"] > 0]
     if not rows:
