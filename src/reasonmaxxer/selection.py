@@ -34,7 +34,7 @@ SELECTION = "selection.jsonl"
 
 
 ROLLOUT_KEYS = ("problem_id", "rollout", "reward", "prompt_ids", "completion_ids")
-SELECTION_KEYS = (*ROLLOUT_KEYS, "advantage", "decision")
+SELECTION_KEYS = ("problem_id", "rollout", "prompt_ids", "completion_ids", "advantage", "decision")
 
 
 def read_rows(path: Path, keys: tuple[str, ...]) -> list[dict]:
