@@ -228,7 +228,7 @@ ROWS = [
     row(S + " --train {d}/deep.jsonl", "nested", "sample-deep"),
     row(S + " --train {d}/bigint.jsonl", "integer", "sample-bigint"),
     row(S + " --train {d}/empty.jsonl", "no problems", "sample-empty"),
-    row(S + " --train {d}/good.jsonl --limit 0", "no training problems", "sample-limit0"),
+    row(S + " --train {d}/good.jsonl --limit 0", "limit", "sample-limit0"),
     row(S + " --train {d}/good.jsonl --limit -1", "limit", "sample-limit-neg"),
     row(S + " --train {d}/good.jsonl --threads -1", "--threads", "sample-threads"),
     row(S + " --train {d}/good.jsonl --k 1", "--k", "sample-k1"),
