@@ -378,3 +378,35 @@ def test_bad_input_is_one_error_line(
     assert len(lines) == 1, err
     assert lines[0].startswith("error: "), err
     assert expected in lines[0]
+
+
+def test_unreadable_file_is_one_error_line(tmp_path, monkeypatch):
+    """What chmod 000 does to a non-root user (root reads anyway, so simulate the refusal)."""
+    from reasonmaxxer import io
+    from reasonmaxxer.config import load_yaml
+    from reasonmaxxer.data import load_benchmark
+    from reasonmaxxer.errors import UserError
+
+    path = tmp_path / "locked.jsonl"
+    path.write_text('{"problem": "1+1", "answer": "2"}\n')
+
+    def refuse(p, *a, **k):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(io, "_open_text", refuse)
+    with pytest.raises(UserError, match=r"cannot read .*locked.jsonl: Permission denied"):
+        load_benchmark(str(path))
+    yml = tmp_path / "locked.yaml"
+    yml.write_text("train: {}\n")
+    monkeypatch.setattr(type(yml), "read_text", refuse)
+    with pytest.raises(UserError, match=r"cannot read .*locked.yaml: Permission denied"):
+        load_yaml(yml)
+
+
+def test_unwritable_out_folder_is_refused(tmp_path, monkeypatch):
+    from reasonmaxxer.cliutil import check_out_dir
+    from reasonmaxxer.errors import UserError
+
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    with pytest.raises(UserError, match="is not writable"):
+        check_out_dir(tmp_path / "new" / "out")
