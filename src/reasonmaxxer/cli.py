@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .cliutil import config_options, pick
+from .cliutil import check_out_dir, check_run_dir, config_options, pick, set_threads
 from .config import (
     EvalConfig,
     ModelConfig,
@@ -79,22 +79,24 @@ def _stage_config(
     if plain_eval:
         data["eval"] = to_dict(EvalConfig())
     if run_dir is not None and (run_dir / "config.yaml").is_file():
-        data = merge(data, load_yaml(run_dir / "config.yaml"))
+        data = merge(data, load_yaml(run_dir / "config.yaml", run_folder=True))
     if config:
         data = merge(data, load_yaml(config))
     data = merge(data, overrides)
     return from_dict(RunConfig, data)
 
 
-def _threads(model_cfg: ModelConfig) -> None:
-    """Apply the execution settings and check the device before any work starts."""
+def _preflight(model_cfg: ModelConfig, *, adapter: str | None = None) -> None:
+    """Everything about the model that can be checked before it loads (seconds, not minutes):
+    the device (`--device cuda` without CUDA), the model spec, the adapter, the threads."""
     from .devices import resolve_device
+    from .models import check_adapter_dir, check_model_spec
 
-    resolve_device(model_cfg.device)  # `--device cuda` without CUDA: one error line, now
-    if model_cfg.threads:
-        import torch
-
-        torch.set_num_threads(model_cfg.threads)
+    resolve_device(model_cfg.device)
+    check_model_spec(model_cfg.model)
+    if adapter is not None:
+        check_adapter_dir(adapter)
+    set_threads(model_cfg.threads)
 
 
 def execution_options(fn):
@@ -126,6 +128,7 @@ def eval_cmd(adapter, config, out, **kw) -> None:
     """Evaluate a model (optionally + adapter) on benchmarks: greedy pass@1, avg@k, pass@k."""
     from .evaluation import evaluate, results_table
 
+    check_out_dir(out)
     cfg = _stage_config(
         None,
         config,
@@ -136,7 +139,7 @@ def eval_cmd(adapter, config, out, **kw) -> None:
         },
         plain_eval=True,
     )
-    _threads(cfg.model)
+    _preflight(cfg.model, adapter=adapter)
     with run_lock(out):
         record = evaluate(cfg.model, cfg.prompt, cfg.eval, out, adapter=adapter)
     console = _console()
@@ -170,7 +173,7 @@ def sample_cmd(config, out, **kw) -> None:
     """Sample K rollouts per training problem from the frozen base (resumable)."""
     from .sampling import check_resumable, sample
 
-    run_dir = Path(out)
+    run_dir = check_out_dir(out)
     cfg = _stage_config(
         run_dir,
         config,
@@ -180,7 +183,7 @@ def sample_cmd(config, out, **kw) -> None:
             "sample": pick(SampleConfig, kw),
         },
     )
-    _threads(cfg.model)
+    _preflight(cfg.model)
     with run_lock(run_dir):
         check_resumable(run_dir, cfg)  # refused: config.yaml stays as it was
         _save_config(run_dir, cfg)
@@ -203,11 +206,14 @@ def select_cmd(run_dir, config, **kw) -> None:
     """Keep mixed-success problems, compute base entropies, mark decision points."""
     from .selection import select
 
-    run_dir = Path(run_dir)
+    run_dir = check_run_dir(run_dir)
     cfg = _stage_config(
         run_dir, config, {"select": pick(SelectConfig, kw), "model": pick(ModelConfig, kw)}
     )
-    _threads(cfg.model)
+    from .devices import resolve_device
+
+    resolve_device(cfg.model.device)
+    set_threads(cfg.model.threads)  # the model loads only if entropies are missing
     with run_lock(run_dir, create=False):
         s = select(run_dir, cfg)
         _save_config(run_dir, cfg)  # only once the selection is made with it
@@ -230,11 +236,11 @@ def train_cmd(run_dir, config, **kw) -> None:
     """Train the LoRA adapter with the decision-point loss and the KL anchor."""
     from .training import train
 
-    run_dir = Path(run_dir)
+    run_dir = check_run_dir(run_dir)
     cfg = _stage_config(
         run_dir, config, {"train": pick(TrainConfig, kw), "model": pick(ModelConfig, kw)}
     )
-    _threads(cfg.model)
+    _preflight(cfg.model)
     with run_lock(run_dir, create=False):
         s = train(run_dir, cfg)
         _save_config(run_dir, cfg)  # only once the adapter is trained with it
@@ -279,8 +285,9 @@ def run_cmd(config, out, model, preset, sets, **kw) -> None:
     if model:
         overrides.setdefault("model", {})["model"] = model
     overrides["model"] = {**overrides.get("model", {}), **pick(ModelConfig, kw)}
+    check_out_dir(out)
     cfg = _stage_config(None, config, overrides, preset=preset)
-    _threads(cfg.model)
+    _preflight(cfg.model)
     console = _console()
     with run_lock(out):
         manifest = run(cfg, out, console=console)

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from .analysis import AnalysisConfig, DisagreeConfig, InterveneConfig
-from .cliutil import config_options
+from .cliutil import check_out_dir, config_options
 from .config import PromptConfig, from_dict, load_yaml, merge, to_dict
 from .distill import DistillConfig
 from .io import run_lock
@@ -58,6 +58,18 @@ def build_config(cls: type, config: str | None, kw: dict):
     if config:
         data = merge(data, load_yaml(config))
     return from_dict(cls, merge(data, flags))
+
+
+def preflight(cfg: AnalysisConfig, out: str) -> None:
+    """The out folder, both models and the teacher adapter, checked before anything loads."""
+    from .models import check_adapter_dir, check_model_spec
+
+    check_out_dir(out)
+    check_model_spec(cfg.model)
+    if cfg.teacher is not None:
+        check_model_spec(cfg.teacher)
+    if cfg.teacher_adapter is not None:
+        check_adapter_dir(cfg.teacher_adapter)
 
 
 def _common(cls: type):
@@ -108,6 +120,7 @@ def disagree_cmd(config, out, **kw) -> None:
     from .analysis import run_disagree
 
     cfg = build_config(DisagreeConfig, config, kw)
+    preflight(cfg, out)
     with run_lock(out):
         record = run_disagree(cfg, out)
     _print_table(
@@ -144,6 +157,7 @@ def intervene_cmd(config, out, **kw) -> None:
     from .analysis import run_intervene
 
     cfg = build_config(InterveneConfig, config, kw)
+    preflight(cfg, out)
     with run_lock(out):
         record = run_intervene(cfg, out)
     key = record["summary"]["benchmark"]
@@ -165,6 +179,7 @@ def distill_cmd(config, out, **kw) -> None:
     from .distill import run_distill
 
     cfg = build_config(DistillConfig, config, kw)
+    preflight(cfg, out)
     with run_lock(out):
         record = run_distill(cfg, out)
     s = record["summary"]

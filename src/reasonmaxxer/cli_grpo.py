@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cliutil import config_options, pick
+from .cliutil import check_out_dir, config_options, pick, set_threads
 from .config import to_dict
 from .grpo import GRPORunConfig, build_grpo_config
 from .io import run_lock
@@ -34,18 +34,18 @@ def grpo_cmd(model, threads, config, out, **kw) -> None:
     LoRA shape, with a greedy pass@1 on a fixed eval subset logged against wall time."""
     from rich.console import Console
 
-    from .grpo import build_grpo_config, run_grpo
+    from .grpo import run_grpo
+    from .models import check_model_spec
 
+    check_out_dir(out)
     overrides: dict = pick(GRPORunConfig, kw)
     if model is not None:
         overrides.setdefault("model", {})["model"] = model
     if threads is not None:
         overrides.setdefault("model", {})["threads"] = threads
     cfg = build_grpo_config(config, overrides)
-    if cfg.model.threads:
-        import torch
-
-        torch.set_num_threads(cfg.model.threads)
+    check_model_spec(cfg.model.model)
+    set_threads(cfg.model.threads)
     with run_lock(out):
         m = run_grpo(cfg, out)
     t = m["timing_s"]

@@ -2,16 +2,21 @@
 
 Each dataclass field becomes one ``--flag`` with its type, choices and help text, so flags, YAML
 keys and the recorded ``config.yaml`` cannot drift apart. Unset flags arrive as ``None``.
+The checks every command runs before loading a model (output folder, run folder, threads)
+live here too, so a bad one is an error line in a second rather than after minutes of work.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
+from pathlib import Path
 
 import click
 
 from .config import _base_type
+from .errors import UserError
 
 CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
@@ -70,3 +75,49 @@ def pick(cls: type, kwargs: dict) -> dict:
     """The subset of CLI kwargs that belong to ``cls`` and were given."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in kwargs.items() if k in names and v is not None}
+
+
+def check_out_dir(path: str | os.PathLike, *, flag: str = "--out") -> Path:
+    """Refuse an output folder that cannot be one, before any model is loaded.
+
+    ``path`` must be a folder or not exist yet; the nearest existing folder above it must be a
+    writable folder. Nothing is created here (a refused command leaves no empty folder).
+    """
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: give a folder")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder")
+    parent = path
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {parent} is not writable")
+    return path
+
+
+def check_run_dir(path: str | os.PathLike) -> Path:
+    """A RUN_DIR argument: an existing folder (the stage then checks for the files it needs)."""
+    if not str(path).strip():
+        raise UserError("RUN_DIR is empty: give a run folder")
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"run folder not found: {path}")
+    if not path.is_dir():
+        raise UserError(f"run folder {path} is a file, not a folder")
+    return path
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads`` for ``--threads``; None keeps torch's default (all cores)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UserError(f"--threads must be >= 1 (omit it to use all cores); got {threads!r}")
+    import torch
+
+    torch.set_num_threads(threads)

@@ -320,7 +320,9 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
                 if value.lower() in ("false", "0", "no", "off"):
                     return False
                 raise ValueError(value)
-            return bool(value)
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+                return bool(value)
+            raise ValueError(value)  # `report: [1]` or `report: {x: 1}` is a mistake, not True
         if tp in (int, float) and isinstance(value, bool):
             raise ValueError(value)  # bool is an int subclass: `k: true` is a mistake
         if tp is float and isinstance(value, str):
@@ -335,14 +337,24 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
             raise ValueError(value)
         return value
     except (TypeError, ValueError):
-        raise UserError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+        raise UserError(f"{name}: expected {tp.__name__}, got {_short(value)}") from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to one short line, so a huge YAML value still makes a one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def from_dict(cls: type, data: dict | None, *, where: str = "config") -> Any:
     """Build ``cls`` from a (possibly nested) dict; unknown keys are an error, not ignored."""
-    data = data or {}
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):  # `train: 0` is a mistake, not "train: defaults"
+        raise UserError(f"{where}: expected a mapping, got {type(data).__name__} {_short(data)}")
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise UserError(f"{where}: keys must be strings, got {_short(bad_keys[0])}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -367,17 +379,29 @@ def identity(cfg: Any) -> dict:
 
 
 def merge(base: dict, override: dict) -> dict:
-    """Recursive dict update; ``None`` in ``override`` means 'not given' and keeps ``base``."""
+    """Recursive dict update; ``None`` or ``{}`` in ``override`` means 'not given' and keeps
+    ``base``. A mapping over a value that is not one (``train: 0`` then ``--lr 1``) is an error,
+    not a silent replacement that would hide the bad value."""
     out = dict(base)
     for k, v in override.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = merge(out[k], v)
+        elif isinstance(v, dict) and not v:
+            continue  # a section with no flags given
+        elif isinstance(v, dict) and out.get(k) is not None:
+            raise UserError(f"{k}: given both as {_short(out[k])} and as a mapping {_short(v)}")
         elif v is not None:
             out[k] = v
     return out
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, *, run_folder: bool = False) -> dict:
+    """A YAML mapping from ``path``; every way it can be bad is one :class:`UserError`.
+
+    A ``--config`` file may be empty (no overrides). A run folder's ``config.yaml``
+    (``run_folder=True``) is what the folder was made with, so an empty one is an error:
+    reading it as "all defaults" would silently change the model or the data.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
@@ -385,6 +409,16 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except RecursionError:
+        raise UserError(f"{path}: malformed YAML (nested too deeply)") from None
+    except ValueError as e:  # a YAML integer with more digits than Python converts
+        raise UserError(f"{path}: malformed YAML ({str(e).split(':')[0]})") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if data is None and run_folder:
+        raise UserError(f"{path} is empty: not a reasonmaxxer run config (use another folder)")
     if data is not None and not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     return _drop_remote_code(data or {}, path)

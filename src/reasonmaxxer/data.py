@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -125,6 +126,8 @@ def _load_jsonl(path: Path, name: str, limit: int | None) -> list[Problem]:
         if isinstance(answer, bool) or not isinstance(answer, str | int | float):
             what = "no `answer`" if answer is None else "an `answer` that is not a string/number"
             raise UserError(f"{path}:{lineno(k)}: row has {what}")
+        if isinstance(answer, float) and not math.isfinite(answer):
+            raise UserError(f"{path}:{lineno(k)}: row has a non-finite `answer` ({answer})")
         answer = str(answer).strip()
         if not answer:
             raise UserError(f"{path}:{lineno(k)}: row has an empty `answer`")
@@ -146,6 +149,9 @@ def _load_jsonl(path: Path, name: str, limit: int | None) -> list[Problem]:
                 meta={key: v for key, v in row.items() if key not in _KNOWN_KEYS},
             )
         )
+    if not out and limit != 0:
+        # An empty benchmark would "score" 0.0% and exit 0: that is bad input, not a result.
+        raise UserError(f"{path}: no problems in this file (it is empty)")
     return out
 
 

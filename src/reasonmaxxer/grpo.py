@@ -408,14 +408,16 @@ class RolloutDecoder:
 class PolicyEval:
     """Greedy pass@1 of the current policy on a fixed subset, with the eval stage's machinery."""
 
-    def __init__(self, tokenizer, cfg: GRPORunConfig, stop: list[str]):
+    def __init__(self, tokenizer, cfg: GRPORunConfig, stop: list[str], benches=None):
         from .data import load_benchmarks
         from .prompting import build_prompt
 
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.stop = stop
-        self.benches = load_benchmarks(cfg.eval_benchmarks, limit=cfg.eval_limit)
+        if benches is None:
+            benches = load_benchmarks(cfg.eval_benchmarks, limit=cfg.eval_limit)
+        self.benches = benches
         self.prompts = {
             name: [build_prompt(tokenizer, p.problem, cfg.prompt) for p in problems]
             for name, problems in self.benches.items()
@@ -566,13 +568,22 @@ class _Run:
 def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
     """Train the GRPO baseline into ``out``; returns the manifest (also written last)."""
     total_start = time.perf_counter()
+    from .data import load_benchmark, load_benchmarks
+
+    # Bad data is an error line before TRL and the model load (tens of seconds).
+    problems = load_benchmark(cfg.train, limit=cfg.limit)
+    eval_benches = load_benchmarks(cfg.eval_benchmarks, limit=cfg.eval_limit)
+    if len(problems) < cfg.prompts_per_step:
+        raise UserError(
+            f"{len(problems)} training problems, but a step needs {cfg.prompts_per_step} "
+            "(--batch-size x --grad-accum / --num-generations)"
+        )
 
     trainer_cls = trainer_class()  # fails early, as one line, when TRL is missing
     from datasets import Dataset
     from transformers import ProgressCallback
     from trl import GRPOConfig
 
-    from .data import load_benchmark
     from .devices import resolve_device
     from .generation import pick_backend
     from .io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -587,12 +598,6 @@ def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
         (out / name).unlink(missing_ok=True)
     atomic_write_text(out / CONFIG, dump_yaml(cfg))
 
-    problems = load_benchmark(cfg.train, limit=cfg.limit)
-    if len(problems) < cfg.prompts_per_step:
-        raise UserError(
-            f"{len(problems)} training problems, but a step needs {cfg.prompts_per_step} "
-            "(--batch-size x --grad-accum / --num-generations)"
-        )
     backend = pick_backend(cfg.model.backend)
     if backend == "vllm" and cfg.rollout_generator == "reasonmaxxer":
         raise UserError("--rollout-generator reasonmaxxer runs on the HF backend only")
@@ -613,7 +618,7 @@ def run_grpo(cfg: GRPORunConfig, out: str | Path) -> dict:
         ]
     )
     run = _Run(cfg, out)
-    run.policy_eval = PolicyEval(tok, cfg, stop)
+    run.policy_eval = PolicyEval(tok, cfg, stop, eval_benches)
 
     with (
         tempfile.TemporaryDirectory(prefix="reasonmaxxer-grpo-") as scratch,

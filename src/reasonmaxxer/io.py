@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,10 @@ def _line(row: dict) -> str:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped for ``.gz`` (errors: see :func:`_read_error`)."""
     if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        except (OSError, EOFError) as e:  # not gzip, or cut short
-            raise UserError(f"{path}: not a readable gzip file ({e})") from None
+        with gzip.open(path, "rb") as f:
+            return f.read()
     return path.read_bytes()
 
 
@@ -95,21 +94,27 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
-    lines = _read_bytes(path).split(b"\n")
+    try:
+        data = _read_bytes(path)
+    except _READ_ERRORS as e:
+        raise _read_error(path, e) from None
+    lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
     if tail and not tolerate_torn_tail:
         lines.append(tail)
-    for lineno, raw in enumerate(lines, start=1):
+    texts = []
+    for lineno, raw in enumerate(lines, start=1):  # all of it first: a binary file says so
         try:
-            line = raw.decode("utf-8")
+            texts.append(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
             raise UserError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
+    for lineno, line in enumerate(texts, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
+        except (ValueError, RecursionError) as e:
+            raise UserError(f"{path}:{lineno}: malformed JSON line ({_json_reason(e)})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         yield row
@@ -183,9 +188,53 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except _READ_ERRORS as e:
+        raise _read_error(path, e) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:
+        raise UserError(f"{path}: malformed JSON ({_json_reason(e)})") from None
+
+
+# What reading a data file can raise besides a parse error: not UTF-8, unreadable, not really
+# gzip (BadGzipFile is an OSError), a gzip stream cut short (EOFError) or corrupt (zlib.error).
+_READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
+
+
+def _read_error(path: Path, e: BaseException) -> UserError:
+    if isinstance(e, UnicodeDecodeError):
+        line = _first_non_utf8_line(path)
+        return UserError(f"{path}{f':{line}' if line else ''}: not UTF-8 text ({e.reason})")
+    if isinstance(e, gzip.BadGzipFile | EOFError | zlib.error):
+        return UserError(f"{path}: not a valid gzip file ({e})")
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return UserError(f"cannot read {path}: {reason}")
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    """1-based number of the first line that is not valid UTF-8 (for the error message)."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return lineno
+    except _READ_ERRORS:
+        pass
+    return None
+
+
+def _json_reason(e: BaseException) -> str:
+    """One line for json.loads' failures: a syntax error, nesting too deep, a huge integer."""
+    if isinstance(e, json.JSONDecodeError):
+        return e.msg
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e).split(":")[0]  # "Exceeds the limit (4300 digits) for integer string conversion"
 
 
 def _json_default(obj: Any) -> Any:

@@ -113,27 +113,50 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
         raise
 
 
+def check_model_spec(spec: str | None) -> str:
+    """What kind of model ``spec`` names (``embedded|gguf|local|hub``), checked without reading
+    weights, so that a bad ``--model`` is one error line before anything slow starts."""
+    spec = spec or DEFAULT_MODEL
+    if spec == DEFAULT_MODEL:
+        embedded_gguf_path()
+        return "embedded"
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"model file not found: {spec}")
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as e:
+            raise UserError(f"cannot read model file {spec}: {e.strerror or e}") from None
+        if magic != b"GGUF":
+            raise UserError(f"{spec} is not a GGUF file (it does not start with the GGUF magic)")
+        return "gguf"
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{spec} is not a model folder (no config.json)")
+        return "local"
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"model path not found: {spec}")
+    return "hub"
+
+
 def resolve_model(spec: str | None) -> tuple[str, str, str | None]:
     """Map a ``--model`` value to ``(kind, location, fingerprint)`` without loading weights.
 
     GGUF files (the embedded one included) are converted to a cached safetensors folder here.
     """
     spec = spec or DEFAULT_MODEL
-    if spec == DEFAULT_MODEL:
+    kind = check_model_spec(spec)
+    if kind == "embedded":
         gguf = embedded_gguf_path()
         return "embedded", str(_gguf_cache(gguf)), _file_fingerprint(gguf)
     path = Path(spec).expanduser()
-    if spec.endswith(".gguf"):
-        if not path.is_file():
-            raise UserError(f"model file not found: {spec}")
+    if kind == "gguf":
         return "gguf", str(_gguf_cache(path)), _file_fingerprint(path)
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise UserError(f"{spec} is not a model folder (no config.json)")
+    if kind == "local":
         weights = sorted(path.glob("*.safetensors"))
         return "local", str(path), _file_fingerprint(weights[0]) if weights else None
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise UserError(f"model path not found: {spec}")
     return "hub", spec, None
 
 
@@ -150,7 +173,12 @@ def _gguf_cache(gguf: Path) -> Path:
         return out
     with file_lock(out.parent / f".{out.name}.lock"):
         if not (out / "config.json").is_file():
-            _convert_gguf(gguf, out)
+            try:
+                _convert_gguf(gguf, out)
+            except UserError:
+                raise
+            except Exception as e:  # the GGUF reader raises ValueError/KeyError/... on a bad file
+                raise UserError(f"cannot read GGUF {gguf}: {_first_line(e)}") from None
     return out
 
 
@@ -253,15 +281,21 @@ def apply_adapter(model, adapter: str | os.PathLike, *, is_trainable: bool = Fal
     """Wrap ``model`` with a saved PEFT adapter (safetensors only)."""
     from peft import PeftModel
 
+    path = check_adapter_dir(adapter)
+    try:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    except Exception as e:
+        raise UserError(f"cannot apply adapter {adapter}: {_first_line(e)}") from None
+
+
+def check_adapter_dir(adapter: str | os.PathLike) -> Path:
+    """A PEFT adapter folder with safetensors weights, checked before any model is loaded."""
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
         raise UserError(f"adapter not found: {adapter} (expected adapter_config.json in it)")
     if not (path / "adapter_model.safetensors").is_file():
         raise UserError(f"{adapter}: no adapter_model.safetensors (only safetensors are loaded)")
-    try:
-        return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
-    except Exception as e:
-        raise UserError(f"cannot apply adapter {adapter}: {_first_line(e)}") from None
+    return path
 
 
 def _first_line(e: Exception) -> str:

@@ -93,7 +93,10 @@ def check_resume(cfg: RunConfig, out: Path) -> None:
     if not (out / ROLLOUTS).is_file():
         return
     if (out / "config.yaml").is_file():
-        prev, new = identity(from_dict(RunConfig, load_yaml(out / "config.yaml"))), identity(cfg)
+        prev, new = (
+            identity(from_dict(RunConfig, load_yaml(out / "config.yaml", run_folder=True))),
+            identity(cfg),
+        )
         if prev["sample"] != new["sample"] or prev["model"] != new["model"]:
             raise UserError(
                 f"{out} holds a run with other sample/model settings; use a new --out folder"

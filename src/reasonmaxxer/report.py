@@ -99,7 +99,7 @@ class RunDir:
         if self.has("config.yaml"):
             from .config import load_yaml
 
-            return load_yaml(self.path / "config.yaml")
+            return load_yaml(self.path / "config.yaml", run_folder=True)
         return dict((self.manifest or {}).get("config") or {})
 
     @cached_property

@@ -36,6 +36,23 @@ ENTROPIES = "entropies.jsonl"
 SELECTION = "selection.jsonl"
 
 
+ROLLOUT_KEYS = ("problem_id", "rollout", "reward", "prompt_ids", "completion_ids")
+SELECTION_KEYS = ("problem_id", "rollout", "prompt_ids", "completion_ids", "advantage", "decision")
+
+
+def read_rows(path: Path, keys: tuple[str, ...]) -> list[dict]:
+    """The rows of a run-folder JSONL, each checked for ``keys`` (a foreign or hand-edited
+    file is one error line, not a KeyError deep inside a stage)."""
+    rows = list(iter_jsonl(path))
+    for i, r in enumerate(rows, start=1):
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise UserError(
+                f"{path}: row {i} has no {', '.join(missing)}: not a file this stage wrote"
+            )
+    return rows
+
+
 def pass_rates(rows: list[dict]) -> dict[str, float]:
     groups: dict[str, list[float]] = defaultdict(list)
     for r in rows:
@@ -167,20 +184,29 @@ def histogram(
     return {"edges": [lo + i * width for i in range(bins + 1)], "counts": counts}
 
 
+def _no_decision_points(gate: str, tau: float, max_entropy: float, tokens: int) -> str:
+    """The refusal when the gate marks no token: training on it would learn nothing."""
+    return (
+        f"the {gate} gate (tau = {tau:.3f} nats) marks none of {tokens} tokens, so train would "
+        f"learn nothing: use a lower --tau or a higher --top-frac (the largest entropy is "
+        f"{max_entropy:.3f} nats)"
+    )
+
+
 def select(run_dir: str | Path, cfg: RunConfig) -> dict:
     """Run the selection stage on ``run_dir/rollouts.jsonl``; returns ``selection.json``."""
-    import torch
-
-    from .losses import decision_mask, group_advantages
-
     run_dir = Path(run_dir)
     sc = cfg.select
     if not (run_dir / ROLLOUTS).is_file():
         raise UserError(
             f"{run_dir / ROLLOUTS} not found: run `reasonmaxxer sample --out {run_dir}` first"
         )
+    import torch
+
+    from .losses import decision_mask, group_advantages
+
     with Timer() as wall:
-        rows = list(iter_jsonl(run_dir / ROLLOUTS))
+        rows = read_rows(run_dir / ROLLOUTS, ROLLOUT_KEYS)
         rates = pass_rates(rows)
         kept_ids = choose_problems(rates, sc.min_pass, sc.max_pass, sc.max_problems)
         if not kept_ids:
@@ -204,6 +230,8 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
             dropped = set(by_len[:n_drop])
             kept = [r for i, r in enumerate(kept) if i not in dropped]
         kept = [r for r in kept if r["completion_ids"]]
+        if not kept:
+            raise UserError("every kept rollout has an empty completion: nothing to select")
 
         ent = compute_entropies(run_dir, kept, cfg)
         t_max = max(len(r["completion_ids"]) for r in kept)
@@ -217,6 +245,9 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
         mask, tau = decision_mask(
             h, comp, tau=sc.tau, top_frac=sc.top_frac, gate=sc.gate, generator=gen
         )
+        if not mask.any():
+            top = float(h[comp].max())
+            raise UserError(_no_decision_points(sc.gate, tau, top, int(comp.sum())))
 
         out_rows = []
         for i, r in enumerate(kept):

@@ -26,7 +26,7 @@ from .config import RunConfig, identity, to_dict
 from .errors import UserError
 from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
 from .runinfo import Timer
-from .selection import SELECTION
+from .selection import SELECTION, SELECTION_KEYS, read_rows
 
 ADAPTER = "adapter"
 CHECKPOINT = "train_checkpoint"
@@ -367,21 +367,26 @@ def remove_checkpoint(checkpoint: Path) -> None:
 
 def train(run_dir: str | Path, cfg: RunConfig) -> dict:
     """Train the adapter on ``run_dir/selection.jsonl``; returns the training summary."""
-    import torch
-
-    from .models import load_model
-
     run_dir = Path(run_dir)
     t = cfg.train
     if not (run_dir / SELECTION).is_file():
         raise UserError(
             f"{run_dir / SELECTION} not found: run `reasonmaxxer select {run_dir}` first"
         )
-    rows = list(iter_jsonl(run_dir / SELECTION))
+    import torch
+
+    from .models import load_model
+
+    rows = read_rows(run_dir / SELECTION, SELECTION_KEYS)
     if t.positive_only:
         rows = [r for r in rows if r["advantage"] > 0]
     if not rows:
         raise UserError("no rollouts to train on after selection")
+    if not any(r["decision"] for r in rows):
+        raise UserError(
+            f"{run_dir / SELECTION} marks no decision token, so training would learn nothing: "
+            f"re-run `reasonmaxxer select {run_dir}` with a lower --tau or a higher --top-frac"
+        )
 
     torch.manual_seed(t.seed)
     rng = random.Random(t.seed)
