@@ -241,7 +241,7 @@ def test_run_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path):
     assert not (tmp_path / "absent").exists()
 
 
-NO_MODEL = "{d}/../no-model"  # never loaded: the lock is refused first
+NO_MODEL = "{m}"  # a real model folder that passes the checks; never loaded: the lock refuses
 WRITERS = {
     "sample": ["sample", "--model", NO_MODEL, "--out", "{d}"],
     "select": ["select", "{d}"],
@@ -249,7 +249,7 @@ WRITERS = {
     "run": ["run", "--model", NO_MODEL, "--out", "{d}"],
     "eval": ["eval", "--model", NO_MODEL, "--out", "{d}"],
     "grpo": ["grpo", "--model", NO_MODEL, "--out", "{d}"],
-    "distill": ["distill", "--model", NO_MODEL, "--teacher-adapter", "{d}/a", "--out", "{d}"],
+    "distill": ["distill", "--model", NO_MODEL, "--teacher-adapter", "{a}", "--out", "{d}"],
 }
 for _name in ("disagree", "intervene"):
     WRITERS[_name] = ["analyze", *WRITERS["distill"]]
@@ -258,10 +258,14 @@ for _name in ("disagree", "intervene"):
 
 @pytest.mark.slow  # one CLI subprocess per command
 @pytest.mark.parametrize("command", list(WRITERS))
-def test_a_second_writer_of_a_run_folder_exits_2(tmp_path, cache_dir, command):
+def test_a_second_writer_of_a_run_folder_exits_2(tmp_path, cache_dir, tiny_model_dir, command):
     folder = tmp_path / "run"
+    adapter = tmp_path / "a"  # passes the pre-flight check of the analysis commands
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
     with run_lock(folder):
-        args = [a.format(d=folder) for a in WRITERS[command]]
+        args = [a.format(d=folder, m=tiny_model_dir, a=adapter) for a in WRITERS[command]]
         r = run_cli(*args, cache=cache_dir, timeout=120)
         assert sorted(p.name for p in folder.iterdir()) == [LOCK]  # nothing written
     assert r.returncode == 2, r.stderr[-2000:]
