@@ -241,6 +241,11 @@ def train_cmd(run_dir, config, **kw) -> None:
         run_dir, config, {"train": pick(TrainConfig, kw), "model": pick(ModelConfig, kw)}
     )
     _preflight(cfg.model)
+    from .scaleout import is_main_process
+
+    if not is_main_process():  # under `accelerate launch` only the main process locks and writes
+        train(run_dir, cfg)
+        return
     with run_lock(run_dir, create=False):
         s = train(run_dir, cfg)
         _save_config(run_dir, cfg)  # only once the adapter is trained with it

@@ -56,7 +56,17 @@ DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 # Settings that change how a stage runs, not what it computes: they never enter a stage key,
 # a resume check or a checkpoint scope, so changing them on a finished run folder is allowed.
-EXECUTION_FIELDS = {"model": ("device", "threads", "backend", "merge_adapter", "trust_remote_code")}
+EXECUTION_FIELDS = {
+    "model": (
+        "device",
+        "threads",
+        "backend",
+        "merge_adapter",
+        "trust_remote_code",
+        "ray",
+        "ray_workers",
+    )
+}
 
 
 @dataclass
@@ -89,6 +99,14 @@ class ModelConfig:
         "generate from the adapter merged into the weights (in float32, then cast to "
         "--gen-dtype): faster decode than unmerged LoRA layers",
     )
+    ray: str | None = _f(
+        None,
+        "shard sample / select / eval over Ray workers: 'auto' (the running cluster, else a "
+        "local one) or a cluster address HOST:PORT; how a stage runs, never what it computes",
+    )
+    ray_workers: int | None = _f(
+        None, "Ray workers (shards) for --ray (default: one per GPU, else one per CPU)"
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -97,6 +115,7 @@ class ModelConfig:
             f"--device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}",
         )
         _check(self.threads is None or self.threads >= 1, "--threads must be >= 1")
+        _check(self.ray_workers is None or self.ray_workers >= 1, "--ray-workers must be >= 1")
 
 
 @dataclass
@@ -233,6 +252,11 @@ class TrainConfig:
         20,
         "save a resumable checkpoint (adapter, optimizer, data order) every N optimizer steps; "
         "a killed train resumes from it (0: never)",
+    )
+    report_to: str = _f(
+        "none",
+        "live tracker mirroring each step's log row (the run folder stays the record)",
+        ("none", "trackio", "wandb", "tensorboard"),
     )
 
     def __post_init__(self) -> None:

@@ -54,7 +54,15 @@ META_FILE = "meta.json"
 ADAPTER = "adapter"
 CHECKPOINT = "distill_checkpoint"
 # settings that do not change what the student learns (a checkpoint survives changing them)
-NOT_TRAINING = ("checkpoint_every", "eval", "backend", "threads", "benchmarks", "limit")
+NOT_TRAINING = (
+    "checkpoint_every",
+    "eval",
+    "backend",
+    "threads",
+    "benchmarks",
+    "limit",
+    "report_to",
+)
 
 
 @dataclass
@@ -86,6 +94,9 @@ class DistillConfig(AnalysisConfig):
     )
     eval: bool = _field(True, "evaluate student, teacher and base on --benchmarks")
     backend: str = _field("auto", "generation backend of the evaluation (auto | hf | vllm)")
+    report_to: str = _field(
+        "none", "live tracker mirroring each step's log row (none | trackio | wandb | tensorboard)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,6 +121,10 @@ class DistillConfig(AnalysisConfig):
         )
         _check(self.autocast in ("bfloat16", "off"), "--autocast: bfloat16 or off")
         _check(self.backend in ("auto", "hf", "vllm"), "--backend: auto, hf or vllm")
+        _check(
+            self.report_to in ("none", "trackio", "wandb", "tensorboard"),
+            "--report-to: none, trackio, wandb or tensorboard",
+        )
 
     @property
     def alpha(self) -> int:
@@ -414,6 +429,9 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
     # a checkpoint is valid for the same teacher cache and training settings
     settings = {n: v for n, v in to_dict(cfg).items() if n not in NOT_TRAINING}
     scope = [read_json(out / CACHE / META_FILE)["key"], settings]
+    from .tracking import open_tracker
+
+    tracker = open_tracker(cfg.report_to, out, name=f"distill {out.name}", config=to_dict(cfg))
     with Timer() as wall:
         steps, _, log = optimize(
             model,
@@ -435,7 +453,9 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
             desc="distill",
             postfix=lambda acc: {"kl": f"{acc['kl']:.4f}", "agree": f"{acc['top1_agree']:.3f}"},
             summed=("tokens",),
+            tracker=tracker,
         )
+    tracker.finish()
     model.eval()
     save_adapter(model, out / ADAPTER)
     remove_checkpoint(out / CHECKPOINT)

@@ -108,6 +108,38 @@ def summarize(greedy: list[dict], sampled: list[list[dict]] | None, k: int, seed
     return out
 
 
+def benchmark_rows(
+    gen,
+    problems: list[Problem],
+    prompt_cfg: PromptConfig,
+    eval_cfg: EvalConfig,
+    *,
+    seed: int,
+    desc: str,
+) -> tuple[list[str], list[dict], list[list[dict]] | None]:
+    """Prompts, graded greedy rows (one per problem) and graded sampled rows (``k`` per
+    problem, or None when ``k == 1``) for one benchmark's ``problems``."""
+    tok = gen.tokenizer
+    prompts = [build_prompt(tok, p.problem, prompt_cfg) for p in problems]
+    greedy_c = gen.generate(
+        prompts,
+        SamplingParams(eval_cfg.max_new_tokens, temperature=0.0),
+        seed=seed,
+        desc=f"{desc} greedy",
+    )
+    greedy = [
+        r[0] for r in score_completions(problems, greedy_c, timeout_s=eval_cfg.grader_timeout)
+    ]
+    sampled = None
+    if eval_cfg.k > 1:
+        params = SamplingParams(
+            eval_cfg.max_new_tokens, eval_cfg.temperature, eval_cfg.top_p, n=eval_cfg.k
+        )
+        sampled_c = gen.generate(prompts, params, seed=seed, desc=f"{desc} k={eval_cfg.k}")
+        sampled = score_completions(problems, sampled_c, timeout_s=eval_cfg.grader_timeout)
+    return prompts, greedy, sampled
+
+
 def evaluate(
     model_cfg: ModelConfig,
     prompt_cfg: PromptConfig,
@@ -117,40 +149,39 @@ def evaluate(
     adapter: str | None = None,
     label: str | None = None,
 ) -> dict:
-    """Run the evaluation and write ``results.json`` + ``samples.jsonl`` into ``out_dir``."""
+    """Run the evaluation and write ``results.json`` + ``samples.jsonl`` into ``out_dir``.
+
+    With ``model_cfg.ray`` set each benchmark is split over Ray workers (:mod:`.scaleout`).
+    """
     out_dir = Path(out_dir)
     benches = load_benchmarks(eval_cfg.benchmarks, limit=eval_cfg.limit)
     with Timer() as wall:
-        gen, info = make_generator(
-            model_cfg, prompt_cfg, adapter=adapter, batch_size=eval_cfg.batch_size
-        )
-        tok = gen.tokenizer
+        if getattr(model_cfg, "ray", None):
+            from .scaleout import eval_ray
+
+            rows, info, backend, stats = eval_ray(
+                model_cfg, prompt_cfg, eval_cfg, out_dir, benches, adapter=adapter
+            )
+        else:
+            gen, info = make_generator(
+                model_cfg, prompt_cfg, adapter=adapter, batch_size=eval_cfg.batch_size
+            )
+            rows = {
+                name: benchmark_rows(
+                    gen,
+                    problems,
+                    prompt_cfg,
+                    eval_cfg,
+                    seed=eval_cfg.seed,
+                    desc=f"{label or 'eval'} {name}",
+                )
+                for name, problems in benches.items()
+            }
+            backend, stats = gen.name, dataclasses.asdict(gen.stats)
         results: dict[str, dict] = {}
         samples: list[dict] = []
         for name, problems in benches.items():
-            prompts = [build_prompt(tok, p.problem, prompt_cfg) for p in problems]
-            greedy_c = gen.generate(
-                prompts,
-                SamplingParams(eval_cfg.max_new_tokens, temperature=0.0),
-                seed=eval_cfg.seed,
-                desc=f"{label or 'eval'} {name} greedy",
-            )
-            greedy = [
-                r[0]
-                for r in score_completions(problems, greedy_c, timeout_s=eval_cfg.grader_timeout)
-            ]
-            sampled = None
-            if eval_cfg.k > 1:
-                params = SamplingParams(
-                    eval_cfg.max_new_tokens, eval_cfg.temperature, eval_cfg.top_p, n=eval_cfg.k
-                )
-                sampled_c = gen.generate(
-                    prompts,
-                    params,
-                    seed=eval_cfg.seed,
-                    desc=f"{label or 'eval'} {name} k={eval_cfg.k}",
-                )
-                sampled = score_completions(problems, sampled_c, timeout_s=eval_cfg.grader_timeout)
+            prompts, greedy, sampled = rows[name]
             results[name] = summarize(greedy, sampled, eval_cfg.k, seed=eval_cfg.seed)
             for i, (p, prompt) in enumerate(zip(problems, prompts, strict=True)):
                 base = {"benchmark": name, "id": p.id, "answer": p.answer, "prompt": prompt}
@@ -173,8 +204,8 @@ def evaluate(
         "model": info.to_dict(),
         "adapter": adapter,
         "seeds": {"eval": eval_cfg.seed},
-        "generation": {"backend": gen.name, **dataclasses.asdict(gen.stats)},
-        "tokens_generated": gen.stats.tokens,
+        "generation": {"backend": backend, **stats},
+        "tokens_generated": stats["tokens"],
         "wall_time_s": wall.seconds,
         "provenance": provenance(),
     }

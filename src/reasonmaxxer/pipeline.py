@@ -116,7 +116,7 @@ def stage_keys(cfg: RunConfig) -> dict[str, dict]:
         "train_data": benchmark_fingerprints(cfg.sample.train),
     }
     # how often train checkpoints does not change the adapter it makes
-    train = {k: v for k, v in c["train"].items() if k != "checkpoint_every"}
+    train = {k: v for k, v in c["train"].items() if k not in ("checkpoint_every", "report_to")}
     train_key = {**upstream, "select": c["select"], "train": train}
     eval_key = {
         "model": model,

@@ -95,17 +95,82 @@ def load_finished_chunks(path: Path, expected: dict[int, int], shash: str) -> di
     return done
 
 
-def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | None = None) -> dict:
-    """Sample (or finish sampling) ``rollouts.jsonl`` in ``run_dir``; returns summary stats."""
+def chunk_problems(problems: list[Problem], size: int) -> list[list[Problem]]:
+    """Problems in consecutive chunks of ``size`` (the last may be shorter)."""
+    return [problems[i : i + size] for i in range(0, len(problems), size)]
+
+
+def make_sampler(cfg: RunConfig):
+    """Load the frozen base for sampling; returns (generator, tokenizer, ModelInfo)."""
     from .models import load_model
 
+    s = cfg.sample
+    model, tok, info = load_model(
+        cfg.model.model,
+        dtype=cfg.model.gen_dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        device=cfg.model.device,
+    )
+    gen = HFGenerator(model, tok, batch_size=s.batch_size, stop=stop_strings(tok, cfg.prompt))
+    return gen, tok, info
+
+
+def sample_chunk(
+    gen, tok, chunk: list[Problem], c: int, cfg: RunConfig, shash: str, *, desc: str = ""
+) -> list[dict]:
+    """Generate and grade chunk ``c``: ``len(chunk) * k`` rollout rows, problem-major.
+
+    The chunk's seed depends only on the run seed and ``c``, so any process that samples
+    chunk ``c`` with the same settings gets the same rows (what Ray sharding relies on).
+    """
+    s = cfg.sample
+    params = SamplingParams(s.max_new_tokens, s.temperature, s.top_p, n=s.k)
+    prompts = [build_prompt(tok, p.problem, cfg.prompt) for p in chunk]
+    seed = chunk_seed(s.seed, c)
+    outs = gen.generate(prompts, params, seed=seed, desc=desc or f"sample chunk {c + 1}")
+    rows = []
+    for p, prompt, comps in zip(chunk, prompts, outs, strict=True):
+        for j, comp in enumerate(comps):
+            g = grade(comp.text, p.answer, timeout_s=s.grader_timeout)
+            rows.append(
+                {
+                    "chunk": c,
+                    "problem_id": p.id,
+                    "benchmark": p.benchmark,
+                    "rollout": j,
+                    "answer": p.answer,
+                    "prompt": prompt,
+                    "prompt_ids": comp.prompt_ids,
+                    "completion": comp.text,
+                    "completion_ids": comp.token_ids,
+                    "finish": comp.finish,
+                    "extracted": g.extracted,
+                    "rule": g.rule,
+                    "timed_out": g.timed_out,
+                    "reward": 1.0 if g.correct else 0.0,
+                    "seed": seed,
+                    "settings_hash": shash,
+                }
+            )
+    return rows
+
+
+def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | None = None) -> dict:
+    """Sample (or finish sampling) ``rollouts.jsonl`` in ``run_dir``; returns summary stats.
+
+    With ``cfg.model.ray`` set the chunks are sampled by Ray workers (:mod:`.scaleout`).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     s = cfg.sample
     problems = problems if problems is not None else load_benchmark(s.train, limit=s.limit)
     if not problems:
         raise UserError(f"no training problems in {s.train!r}")
-    chunks = [problems[i : i + s.chunk_problems] for i in range(0, len(problems), s.chunk_problems)]
+    if getattr(cfg.model, "ray", None):
+        from .scaleout import sample_ray
+
+        return sample_ray(run_dir, cfg, problems)
+    chunks = chunk_problems(problems, s.chunk_problems)
     expected = {c: len(ch) * s.k for c, ch in enumerate(chunks)}
 
     with Timer() as wall:
@@ -113,48 +178,17 @@ def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | Non
         shash = settings_hash(settings)
         path = run_dir / ROLLOUTS
         done = load_finished_chunks(path, expected, shash)  # refuses other settings first
-        model, tok, info = load_model(
-            cfg.model.model,
-            dtype=cfg.model.gen_dtype,
-            trust_remote_code=cfg.model.trust_remote_code,
-            device=cfg.model.device,
-        )
+        from .scaleout import absorb_parts, clear_parts
+
+        done = absorb_parts(run_dir, "sample", done, expected, shash)  # left by Ray workers
+        gen, tok, info = make_sampler(cfg)
         # Rewrite without torn or partial chunks, so appends continue from a clean file.
         atomic_write_jsonl(path, [r for c in sorted(done) for r in done[c]])
-        gen = HFGenerator(model, tok, batch_size=s.batch_size, stop=stop_strings(tok, cfg.prompt))
-        params = SamplingParams(s.max_new_tokens, s.temperature, s.top_p, n=s.k)
+        clear_parts(run_dir, "sample")
         pending = [c for c in range(len(chunks)) if c not in done]
         for n_done, c in enumerate(pending):
-            chunk = chunks[c]
-            prompts = [build_prompt(tok, p.problem, cfg.prompt) for p in chunk]
-            seed = chunk_seed(s.seed, c)
             desc = f"sample chunk {c + 1}/{len(chunks)} ({len(done) + n_done} done)"
-            outs = gen.generate(prompts, params, seed=seed, desc=desc)
-            rows = []
-            for p, prompt, comps in zip(chunk, prompts, outs, strict=True):
-                for j, comp in enumerate(comps):
-                    g = grade(comp.text, p.answer, timeout_s=s.grader_timeout)
-                    rows.append(
-                        {
-                            "chunk": c,
-                            "problem_id": p.id,
-                            "benchmark": p.benchmark,
-                            "rollout": j,
-                            "answer": p.answer,
-                            "prompt": prompt,
-                            "prompt_ids": comp.prompt_ids,
-                            "completion": comp.text,
-                            "completion_ids": comp.token_ids,
-                            "finish": comp.finish,
-                            "extracted": g.extracted,
-                            "rule": g.rule,
-                            "timed_out": g.timed_out,
-                            "reward": 1.0 if g.correct else 0.0,
-                            "seed": seed,
-                            "settings_hash": shash,
-                        }
-                    )
-            append_jsonl(path, rows)
+            append_jsonl(path, sample_chunk(gen, tok, chunks[c], c, cfg, shash, desc=desc))
 
     rows = list(iter_jsonl(path))
     summary = summarize_rollouts(rows, s.k)

@@ -99,13 +99,9 @@ def compute_entropies(
     run_dir: Path, rows: list[dict], cfg: RunConfig
 ) -> dict[tuple[str, int], list[float]]:
     """Base entropy (nats) of every completion token of ``rows``, cached in entropies.jsonl."""
-    import torch
     from tqdm.auto import tqdm
 
-    from .devices import autocast
-    from .losses import entropy_from_logits
     from .models import load_model
-    from .training import build_batch, completion_logits
 
     path = run_dir / ENTROPIES
     precision = cfg.select.autocast
@@ -128,28 +124,51 @@ def compute_entropies(
     todo = [b for b in batches if any((r["problem_id"], r["rollout"]) not in cache for r in b)]
     if not todo:
         return cache
+    if getattr(cfg.model, "ray", None):  # the same batches on Ray workers (.scaleout)
+        from .scaleout import entropies_ray
+
+        for out in entropies_ray(run_dir, todo, cfg, key):
+            for r in out:
+                cache[(r["problem_id"], r["rollout"])] = r["entropy"]
+            append_jsonl(path, out)
+        return cache
     model, _, _ = load_model(
         cfg.model.model,
         dtype=cfg.model.dtype,
         trust_remote_code=cfg.model.trust_remote_code,
         device=cfg.model.device,
     )
-    with torch.inference_mode():
-        for batch in tqdm(todo, desc="entropy (teacher-forced)", unit="batch"):
-            # Left padding: the last T + 1 logits cover every completion token, so the LM head
-            # never runs over prompt positions.
-            x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
-            with autocast(model, enabled=precision == "bfloat16"):
-                logits = completion_logits(model, x)  # [B, T, V]
-            h = entropy_from_logits(logits.float())  # [B, T] nats
-            t_max = h.shape[1]
-            out = []
-            for i, r in enumerate(batch):
-                ent = [round(float(v), 5) for v in h[i, t_max - len(r["completion_ids"]) :]]
-                cache[(r["problem_id"], r["rollout"])] = ent
-                out.append(_cache_row(r["problem_id"], r["rollout"], ent, key))
-            append_jsonl(path, out)
+    for batch in tqdm(todo, desc="entropy (teacher-forced)", unit="batch"):
+        out = entropy_rows(model, batch, precision, key)
+        for r in out:
+            cache[(r["problem_id"], r["rollout"])] = r["entropy"]
+        append_jsonl(path, out)
     return cache
+
+
+def entropy_rows(model, batch: list[dict], precision: str, key: str) -> list[dict]:
+    """Teacher-forced base entropy (nats, 5 decimals) of every completion token of ``batch``;
+    one ``entropies.jsonl`` row per rollout. The values depend on the batch (padding), so
+    every process that scores a given batch writes the same rows."""
+    import torch
+
+    from .devices import autocast
+    from .losses import entropy_from_logits
+    from .training import build_batch, completion_logits
+
+    with torch.inference_mode():
+        # Left padding: the last T + 1 logits cover every completion token, so the LM head
+        # never runs over prompt positions.
+        x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
+        with autocast(model, enabled=precision == "bfloat16"):
+            logits = completion_logits(model, x)  # [B, T, V]
+        h = entropy_from_logits(logits.float())  # [B, T] nats
+    t_max = h.shape[1]
+    out = []
+    for i, r in enumerate(batch):
+        ent = [round(float(v), 5) for v in h[i, t_max - len(r["completion_ids"]) :]]
+        out.append(_cache_row(r["problem_id"], r["rollout"], ent, key))
+    return out
 
 
 def entropy_key(cfg: RunConfig) -> str:

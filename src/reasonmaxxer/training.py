@@ -201,7 +201,9 @@ def _checkpoint_scope(cfg: RunConfig, rows: list[dict]) -> list:
     the selected rows."""
     from .models import model_fingerprint
 
-    train = {k: v for k, v in to_dict(cfg.train).items() if k != "checkpoint_every"}
+    train = {
+        k: v for k, v in to_dict(cfg.train).items() if k not in ("checkpoint_every", "report_to")
+    }
     rows_id = [(r["problem_id"], r["rollout"], r["decision"], r["advantage"]) for r in rows]
     return [identity(cfg)["model"], model_fingerprint(cfg.model.model), train, rows_id]
 
@@ -282,6 +284,8 @@ def optimize(
     desc: str,
     postfix,
     summed: tuple[str, ...] = (),
+    dist=None,
+    tracker=None,
 ) -> tuple[int, int, list[dict]]:
     """The optimisation loop ``train`` and ``distill`` share: shuffled length-bucketed
     micro-batches, linear warm-up, gradient accumulation and clipping, one ``log_path`` row
@@ -292,10 +296,16 @@ def optimize(
     ``micro_loss(rows) -> (loss, stats)``; the stats of a step are averaged over its
     micro-batches, except the ``summed`` keys. ``checkpoint_scope`` (JSON-able: the settings
     and data the run depends on) decides whether an existing checkpoint may be resumed.
-    Returns ``(steps, resumed_from, log rows)``.
+    Returns ``(steps, resumed_from, log rows)``. ``dist`` (:class:`.scaleout.Dist`) splits
+    each step's micro-batches over ``accelerate launch`` processes; None: one process.
+    ``tracker`` (:class:`.tracking.Tracker`) mirrors each logged row to a live tracker.
     """
     import torch
     from tqdm.auto import tqdm
+
+    from .scaleout import SINGLE
+
+    dist = dist or SINGLE
 
     params = [p for g in opt.param_groups for p in g["params"]]
     scope = json.dumps(checkpoint_scope, sort_keys=True, default=str)
@@ -306,21 +316,33 @@ def optimize(
         steps = min(steps, max_steps)
     ckpt_args = {"model": model, "opt": opt, "params": params, "rng": rng, "rows": rows}
     start, order = load_checkpoint(checkpoint, key=checkpoint_key, **ckpt_args)
-    if start:  # the log keeps the steps the checkpoint holds, and nothing after them
+    # only the main process writes the log, checkpoints and the adapter
+    if dist.main and start:  # the log keeps the steps the checkpoint holds, nothing after them
         done = [r for r in iter_jsonl(log_path, tolerate_torn_tail=True) if r["step"] <= start]
         atomic_write_jsonl(log_path, done)
-    else:
+    elif dist.main:
         log_path.unlink(missing_ok=True)
-    bar = tqdm(total=steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=steps,
+        initial=start,
+        desc=desc,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not dist.main,
+    )
     for step in range(start, steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, lr, warmup_steps)
         acc: dict[str, float] = {}
         seen: dict[str, int] = {}
-        for _ in range(grad_accum):
+        names: dict[str, None] = {}  # every statistic a micro-batch reports, in order
+        for i in range(grad_accum):
             if not order:
                 order = bucketed_batches(rows, batch_size, rng)
-            loss, stats = micro_loss(order.pop())
+            micro = order.pop()
+            if not dist.mine(i):  # another process's micro-batch (accelerate launch)
+                continue
+            loss, stats = micro_loss(micro)
             if not math.isfinite(float(loss.detach())):
                 raise UserError(
                     f"non-finite loss ({float(loss.detach())}) at step {step + 1}: training stopped, "
@@ -328,10 +350,13 @@ def optimize(
                 )
             (loss / grad_accum).backward()
             for name, v in stats.items():
+                names[name] = None
                 if v is None or not math.isfinite(v):  # undefined for this micro-batch
                     continue
                 acc[name] = acc.get(name, 0.0) + v
                 seen[name] = seen.get(name, 0) + 1
+        dist.reduce_grads(params)
+        acc, seen = dist.reduce_stats(acc, seen, list(names))
         acc = {k: v if k in summed else v / seen[k] for k, v in acc.items()}
         try:
             grad_norm = float(
@@ -351,12 +376,21 @@ def optimize(
             "grad_norm": grad_norm,
             **{f"train/{name}": v for name, v in acc.items()},
         }
-        append_jsonl(log_path, [record])
+        if dist.main:
+            append_jsonl(log_path, [record])
+            if tracker is not None:
+                tracker.log(record)
         bar.update(1)
         bar.set_postfix(postfix(acc))
-        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+        if (
+            dist.main
+            and checkpoint_every
+            and (step + 1) % checkpoint_every == 0
+            and step + 1 < steps
+        ):
             save_checkpoint(checkpoint, step=step + 1, order=order, key=checkpoint_key, **ckpt_args)
     bar.close()
+    dist.barrier()
     return steps, start, list(iter_jsonl(log_path))
 
 
@@ -388,6 +422,16 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
             f"re-run `reasonmaxxer select {run_dir}` with a lower --tau or a higher --top-frac"
         )
 
+    from .scaleout import init_dist
+
+    dist = init_dist(t.grad_accum)  # one process, or those of `accelerate launch`
+    tracker = None
+    if dist.main and t.report_to != "none":
+        from .tracking import open_tracker
+
+        tracker = open_tracker(
+            t.report_to, run_dir, name=f"train {run_dir.name}", config=to_dict(cfg)
+        )
     torch.manual_seed(t.seed)
     rng = random.Random(t.seed)
     model, _, info = load_model(
@@ -396,6 +440,8 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         trust_remote_code=cfg.model.trust_remote_code,
         device=cfg.model.device,
     )
+    if dist.device is not None:
+        model.to(dist.device)
     model = lora_model(model, cfg)
     model.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -428,9 +474,14 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
                 "dec": f"{acc['loss_dec']:.3f}",
                 "kl": f"{acc['loss_anchor']:.4f}",
             },
+            dist=dist,
+            tracker=tracker,
         )
-    save_adapter(model, run_dir / ADAPTER)
-    remove_checkpoint(run_dir / CHECKPOINT)
+    if tracker is not None:
+        tracker.finish()
+    if dist.main:
+        save_adapter(model, run_dir / ADAPTER)
+        remove_checkpoint(run_dir / CHECKPOINT)
     summary = {
         "steps": steps,
         "rollouts": len(rows),
@@ -446,5 +497,9 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         "resumed_from_step": start,
         "model": info.to_dict(),
     }
-    atomic_write_json(run_dir / "train.json", summary)
+    if dist.world > 1:
+        summary["processes"] = dist.world
+    if dist.main:
+        atomic_write_json(run_dir / "train.json", summary)
+    dist.close()
     return summary
