@@ -86,17 +86,21 @@ class Cluster:
         self.address = f"127.0.0.1:{self.port}"
         self.env = cli_env()
         self.env.pop("RAY_ADDRESS", None)
-        self.env["RAY_USAGE_STATS_ENABLED"] = "0"
+        self.env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")  # loopback only
         common = ["--block", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"]
         common += ["--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20)]
         self.procs = []
-        self._start(
-            ["start", "--head", "--port", str(self.port), "--temp-dir", self.tmp]
-            + ["--include-dashboard", "false", *common]
-        )
-        self._wait_for(1)
-        self._start(["start", "--address", self.address, *common])
-        self._wait_for(2)
+        try:
+            self._start(
+                ["start", "--head", "--port", str(self.port), "--temp-dir", self.tmp]
+                + ["--include-dashboard", "false", *common]
+            )
+            self._wait_for(1)
+            self._start(["start", "--address", self.address, *common])
+            self._wait_for(2)
+        except BaseException:
+            self.stop()  # a cluster that did not come up is torn down all the same
+            raise
 
     def _start(self, args: list[str]) -> None:
         log = open(Path(self.tmp) / f"node{len(self.procs)}.log", "w")  # noqa: SIM115
@@ -172,6 +176,7 @@ def _args(model_dir, out, address):
 def _popen(args, cache):
     env = cli_env(cache)
     env.pop("RAY_ADDRESS", None)
+    env["RAY_AUTH_MODE"] = "disabled"  # as the test cluster
     return subprocess.Popen(
         [sys.executable, "-m", "reasonmaxxer", *map(str, args)],
         env=env,
