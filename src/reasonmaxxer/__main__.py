@@ -1,3 +1,5 @@
 from .cli import main
 
-main()
+# vLLM spawns its engine processes, which import this module again: only the parent runs the CLI.
+if __name__ == "__main__":
+    main()

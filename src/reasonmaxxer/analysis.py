@@ -146,9 +146,13 @@ class DisagreeConfig(AnalysisConfig):
     gate_fracs: str = _field(
         "0.01,0.02,0.05,0.1,0.2", "entropy-gate overlap at these top fractions of positions"
     )
+    backend: str = _field(
+        "auto", "backend of the base greedy rollouts (auto: vllm on a CUDA GPU, else hf)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check(self.backend in ("auto", "hf", "vllm"), "--backend: auto, hf or vllm")
         _check(self.rerank_k >= 2, "--rerank-k must be >= 2")
         _check(self.gen_batch_size >= 1, "--gen-batch-size must be >= 1")
         fr = parse_floats(self.gate_fracs, "gate-fracs")
@@ -465,6 +469,19 @@ def _eos_ids(tokenizer, *models) -> list[int]:
     return eos
 
 
+def _gen_model_config(cfg: AnalysisConfig, model: str, backend: str):
+    """The generation settings of an analysis (its dtype, no adapter merging) as a ModelConfig."""
+    from .config import ModelConfig
+
+    return ModelConfig(
+        model=model,
+        gen_dtype=cfg.dtype,
+        backend=backend,
+        trust_remote_code=cfg.trust_remote_code,
+        device=cfg.device,
+    )
+
+
 def load_pair(cfg: AnalysisConfig) -> ModelPair:
     """Load the base and the teacher of ``cfg`` (one shared network when the teacher is the
     base plus an adapter). Every failure is a :class:`UserError`."""
@@ -572,28 +589,33 @@ def run_disagree(cfg: DisagreeConfig, out: str | Path) -> dict:
     from tqdm.auto import tqdm
 
     from .evaluation import score_completions
-    from .generation import HFGenerator, SamplingParams
+    from .generation import HFGenerator, SamplingParams, make_generator, pick_backend
     from .losses import entropy_from_logits
     from .prompting import stop_strings
     from .runinfo import Timer, provenance
 
     out = Path(out)
     _set_threads(cfg)
+    backend = pick_backend(cfg.backend)
     names, problems = _problems(cfg)
     with Timer() as wall:
+        greedy = SamplingParams(cfg.max_new_tokens)
+        if backend == "vllm":  # rollouts first, then the engine goes before torch loads the pair
+            gen, _ = make_generator(
+                _gen_model_config(cfg, cfg.model, backend), cfg.prompt, backend=backend
+            )
+            prompts = _prompts(gen.tokenizer, problems, cfg.prompt)
+            comps = [c[0] for c in gen.generate(prompts, greedy, desc="base greedy")]
+            gen.close()
         pair = load_pair(cfg)
         tok = pair.tokenizer
         prompts = _prompts(tok, problems, cfg.prompt)
-        with pair.use("base") as base:
-            gen = HFGenerator(
-                base, tok, batch_size=cfg.gen_batch_size, stop=stop_strings(tok, cfg.prompt)
-            )
-            comps = [
-                c[0]
-                for c in gen.generate(
-                    prompts, SamplingParams(cfg.max_new_tokens), desc="base greedy"
+        if backend == "hf":
+            with pair.use("base") as base:
+                gen = HFGenerator(
+                    base, tok, batch_size=cfg.gen_batch_size, stop=stop_strings(tok, cfg.prompt)
                 )
-            ]
+                comps = [c[0] for c in gen.generate(prompts, greedy, desc="base greedy")]
         graded = [
             r[0]
             for r in score_completions(problems, [[c] for c in comps], timeout_s=cfg.grader_timeout)

@@ -65,6 +65,9 @@ EXECUTION_FIELDS = {
         "trust_remote_code",
         "ray",
         "ray_workers",
+        "max_model_len",
+        "enforce_eager",
+        "kv_cache_gib",
     )
 }
 
@@ -83,7 +86,9 @@ class ModelConfig:
         ("float32", "bfloat16", "float16"),
     )
     backend: str = _f(
-        "auto", "generation backend: vllm if installed and a GPU is there", ("auto", "hf", "vllm")
+        "auto",
+        "generation backend: auto = vllm when it is installed and a CUDA GPU is there, else hf",
+        ("auto", "hf", "vllm"),
     )
     device: str = _f(
         "auto", "where the model runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N, mps"
@@ -108,6 +113,16 @@ class ModelConfig:
         None, "Ray workers (shards) for --ray (default: one per GPU, else one per CPU)"
     )
 
+    max_model_len: int | None = _f(
+        None, "vLLM: longest prompt + completion in tokens (default: the model's own limit)"
+    )
+    enforce_eager: bool = _f(
+        False, "vLLM: no CUDA graphs / compilation (slower decode, faster start, less memory)"
+    )
+    kv_cache_gib: float | None = _f(
+        None, "vLLM: KV-cache memory in GiB (default: 1 on CPU, the free GPU memory on a GPU)"
+    )
+
     def __post_init__(self) -> None:
         check_fields(self)
         _check(
@@ -116,6 +131,10 @@ class ModelConfig:
         )
         _check(self.threads is None or self.threads >= 1, "--threads must be >= 1")
         _check(self.ray_workers is None or self.ray_workers >= 1, "--ray-workers must be >= 1")
+        _check(
+            self.max_model_len is None or self.max_model_len >= 1, "--max-model-len must be >= 1"
+        )
+        _check(self.kv_cache_gib is None or self.kv_cache_gib > 0, "--kv-cache-gib must be > 0")
 
 
 @dataclass

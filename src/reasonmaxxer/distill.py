@@ -35,6 +35,7 @@ from .analysis import (
     AnalysisConfig,
     _check,
     _field,
+    _gen_model_config,
     _prompts,
     _rows_for_forcing,
     _set_threads,
@@ -93,7 +94,9 @@ class DistillConfig(AnalysisConfig):
         20, "save a resumable training checkpoint every N optimizer steps (0: never)"
     )
     eval: bool = _field(True, "evaluate student, teacher and base on --benchmarks")
-    backend: str = _field("auto", "generation backend of the evaluation (auto | hf | vllm)")
+    backend: str = _field(
+        "auto", "generation backend of the teacher rollouts and the evaluation (auto | hf | vllm)"
+    )
     report_to: str = _field(
         "none", "live tracker mirroring each step's log row (none | trackio | wandb | tensorboard)"
     )
@@ -149,8 +152,10 @@ def choose_problems(cfg: DistillConfig):
 
 
 def _cache_key(cfg: DistillConfig, problems) -> dict:
+    from .generation import pick_backend
     from .models import resolve_model
 
+    backend = pick_backend(cfg.backend, adapter=cfg.teacher_adapter)
     teacher = cfg.teacher or cfg.model
     kind, location, fingerprint = resolve_model(teacher)
     adapter_fp = None
@@ -175,6 +180,8 @@ def _cache_key(cfg: DistillConfig, problems) -> dict:
         "top_k": cfg.top_k,
         "cache_dtype": cfg.cache_dtype,
         "prompt": to_dict(cfg.prompt),
+        # named only off HF, so caches built before there was a choice keep their key
+        **({} if backend == "hf" else {"rollout_backend": backend}),
     }
 
 
@@ -209,15 +216,30 @@ def build_cache(cfg: DistillConfig, problems, cache: Path) -> dict:
     from tqdm.auto import tqdm
 
     from .evaluation import score_completions
-    from .generation import HFGenerator, SamplingParams
+    from .generation import HFGenerator, SamplingParams, make_generator, pick_backend
     from .models import load_model, load_tokenizer, resolve_model
     from .prompting import stop_strings
     from .runinfo import Timer
 
+    backend = pick_backend(cfg.backend, adapter=cfg.teacher_adapter)
     key = _cache_key(cfg, problems)
     (cache / META_FILE).unlink(missing_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     with Timer() as wall:
+        params = SamplingParams(cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+        if backend == "vllm":  # rollouts first, then the engine goes before torch loads
+            gen, _ = make_generator(
+                _gen_model_config(cfg, cfg.teacher or cfg.model, backend),
+                cfg.prompt,
+                adapter=cfg.teacher_adapter,
+                seed=cfg.seed,
+                backend=backend,
+            )
+            prompts = _prompts(gen.tokenizer, problems, cfg.prompt)
+            comps = [
+                c[0] for c in gen.generate(prompts, params, seed=cfg.seed, desc="teacher rollouts")
+            ]
+            gen.close()
         teacher, t_tok, info = load_model(
             cfg.teacher or cfg.model,
             adapter=cfg.teacher_adapter,
@@ -236,13 +258,13 @@ def build_cache(cfg: DistillConfig, problems, cache: Path) -> dict:
                     f"{cfg.model!r}: distillation on token ids needs a shared vocabulary"
                 )
         prompts = _prompts(tok, problems, cfg.prompt)  # the base's prompt format
-        gen = HFGenerator(
-            teacher, tok, batch_size=cfg.gen_batch_size, stop=stop_strings(tok, cfg.prompt)
-        )
-        params = SamplingParams(cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
-        comps = [
-            c[0] for c in gen.generate(prompts, params, seed=cfg.seed, desc="teacher rollouts")
-        ]
+        if backend == "hf":
+            gen = HFGenerator(
+                teacher, tok, batch_size=cfg.gen_batch_size, stop=stop_strings(tok, cfg.prompt)
+            )
+            comps = [
+                c[0] for c in gen.generate(prompts, params, seed=cfg.seed, desc="teacher rollouts")
+            ]
         graded = [
             r[0]
             for r in score_completions(problems, [[c] for c in comps], timeout_s=cfg.grader_timeout)
@@ -516,9 +538,11 @@ def run_distill(cfg: DistillConfig, out: str | Path) -> dict:
     """The whole §4 diagnostic on ``cfg``; writes ``distill.json`` etc. into ``out``."""
     import gc
 
+    from .generation import pick_backend
     from .runinfo import Timer, provenance
     from .stats import mcnemar_exact
 
+    pick_backend(cfg.backend, adapter=cfg.teacher_adapter)  # a bad --backend fails before work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _set_threads(cfg)

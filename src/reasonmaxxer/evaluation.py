@@ -14,46 +14,12 @@ from pathlib import Path
 
 from .config import EvalConfig, ModelConfig, PromptConfig, to_dict
 from .data import Problem, load_benchmarks
-from .generation import Completion, HFGenerator, SamplingParams, VLLMGenerator, pick_backend
+from .generation import Completion, SamplingParams, make_generator
 from .grading import grade
 from .io import atomic_write_json, atomic_write_jsonl
-from .prompting import build_prompt, stop_strings
+from .prompting import build_prompt
 from .runinfo import Timer, provenance
 from .stats import bootstrap_mean_ci, pass_at_k, wilson_interval
-
-
-def make_generator(
-    model_cfg: ModelConfig, prompt_cfg: PromptConfig, *, adapter: str | None, batch_size: int
-):
-    """Load the model for generation behind the chosen backend; returns (generator, ModelInfo)."""
-    from .models import load_model, resolve_model
-
-    backend = pick_backend(model_cfg.backend)
-    if backend == "vllm":
-        from .models import ModelInfo, load_tokenizer
-
-        kind, location, fp = resolve_model(model_cfg.model)
-        tok = load_tokenizer(location, trust_remote_code=model_cfg.trust_remote_code)
-        gen = VLLMGenerator(
-            location,
-            adapter=adapter,
-            dtype=model_cfg.gen_dtype,
-            trust_remote_code=model_cfg.trust_remote_code,
-            stop=stop_strings(tok, prompt_cfg),
-        )
-        info = ModelInfo(
-            model_cfg.model, location, kind, fp, dtype=model_cfg.gen_dtype, adapter=adapter
-        )
-        return gen, info
-    model, tok, info = load_model(
-        model_cfg.model,
-        adapter=adapter,
-        dtype=model_cfg.gen_dtype,
-        trust_remote_code=model_cfg.trust_remote_code,
-        merge=model_cfg.merge_adapter,
-        device=model_cfg.device,
-    )
-    return HFGenerator(model, tok, batch_size=batch_size, stop=stop_strings(tok, prompt_cfg)), info
 
 
 def score_completions(
@@ -164,7 +130,11 @@ def evaluate(
             )
         else:
             gen, info = make_generator(
-                model_cfg, prompt_cfg, adapter=adapter, batch_size=eval_cfg.batch_size
+                model_cfg,
+                prompt_cfg,
+                adapter=adapter,
+                batch_size=eval_cfg.batch_size,
+                seed=eval_cfg.seed,
             )
             rows = {
                 name: benchmark_rows(

@@ -277,6 +277,38 @@ def load_model(
     return model, tokenizer, info
 
 
+def merged_model_dir(model_cfg, adapter: str) -> Path:
+    """A cached folder with ``adapter`` folded into ``model_cfg``'s weights (merged in float32,
+    saved in ``model_cfg.gen_dtype``), for backends that serve plain weights; built once per
+    (model, adapter, dtype) fingerprint and written atomically."""
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"adapter not found: {adapter} (expected adapter_model.safetensors in it)")
+    _, location, fingerprint = resolve_model(model_cfg.model)
+    adapter_fp = _file_fingerprint(weights)
+    key = f"{(fingerprint or Path(location).name)[:12]}-{adapter_fp[:12]}-{model_cfg.gen_dtype}"
+    out = cache_root() / "merged" / key
+    if (out / "config.json").is_file():
+        return out
+    model, tok, _ = load_model(
+        model_cfg.model,
+        adapter=adapter,
+        dtype=model_cfg.gen_dtype,
+        trust_remote_code=model_cfg.trust_remote_code,
+        merge=True,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def apply_adapter(model, adapter: str | os.PathLike, *, is_trainable: bool = False):
     """Wrap ``model`` with a saved PEFT adapter (safetensors only)."""
     from peft import PeftModel

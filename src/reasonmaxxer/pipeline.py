@@ -138,6 +138,9 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
 
     Every check runs before anything is written: a refused folder keeps its config.yaml.
     """
+    from .generation import pick_backend
+
+    pick_backend(cfg.model.backend)  # --backend vllm without vllm fails before any stage
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")

@@ -17,10 +17,10 @@ from pathlib import Path
 from .config import RunConfig
 from .data import Problem, load_benchmark
 from .errors import UserError
-from .generation import HFGenerator, SamplingParams
+from .generation import SamplingParams, make_generator
 from .grading import grade
 from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
-from .prompting import build_prompt, stop_strings
+from .prompting import build_prompt
 from .runinfo import Timer
 
 ROLLOUTS = "rollouts.jsonl"
@@ -30,10 +30,15 @@ def sampler_settings(cfg: RunConfig) -> dict:
     """What must match for rollouts on disk to be reused by a resumed run: the settings,
     the model's weights fingerprint and the training problems' file contents."""
     from .data import benchmark_fingerprints
+    from .generation import pick_backend
     from .models import model_fingerprint
 
     s = cfg.sample
+    # the backend is named only off HF, so folders sampled before there was a choice keep
+    # their hash; a vLLM run resumes with vLLM (its rollouts differ from HF's)
+    backend = pick_backend(cfg.model.backend)
     return {
+        **({} if backend == "hf" else {"backend": backend}),
         "model": cfg.model.model,
         "model_fingerprint": model_fingerprint(cfg.model.model),
         "gen_dtype": cfg.model.gen_dtype,
@@ -101,18 +106,11 @@ def chunk_problems(problems: list[Problem], size: int) -> list[list[Problem]]:
 
 
 def make_sampler(cfg: RunConfig):
-    """Load the frozen base for sampling; returns (generator, tokenizer, ModelInfo)."""
-    from .models import load_model
-
+    """Load the frozen base for sampling behind the chosen backend; returns
+    (generator, tokenizer, ModelInfo)."""
     s = cfg.sample
-    model, tok, info = load_model(
-        cfg.model.model,
-        dtype=cfg.model.gen_dtype,
-        trust_remote_code=cfg.model.trust_remote_code,
-        device=cfg.model.device,
-    )
-    gen = HFGenerator(model, tok, batch_size=s.batch_size, stop=stop_strings(tok, cfg.prompt))
-    return gen, tok, info
+    gen, info = make_generator(cfg.model, cfg.prompt, batch_size=s.batch_size, seed=s.seed)
+    return gen, gen.tokenizer, info
 
 
 def sample_chunk(
