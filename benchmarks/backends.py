@@ -85,7 +85,7 @@ def _prefix(x: list[int], y: list[int]) -> int:
     return k
 
 
-def parity(args) -> dict:
+def parity(args, save=lambda part: None) -> dict:
     problems = load_benchmark(args.parity_benchmark)[: args.parity_problems]
     greedy = SamplingParams(args.max_new_tokens, temperature=0.0)
     out: dict = {"benchmark": args.parity_benchmark, "n": len(problems), "models": {}}
@@ -117,6 +117,7 @@ def parity(args) -> dict:
         out["models"][label]["agreement"] = {
             f"{a} vs {b}": agreement(res[a], res[b]) for a, b in pairs
         }
+        save(out)  # the base rows survive a run stopped during the adapter's
     return out
 
 
@@ -222,12 +223,18 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     record["provenance"] = provenance()
-    for name, fn in (("parity", parity), ("throughput", throughput)):
-        if name in what:
-            record[name] = fn(args)
-            text = markdown(record)  # written after each part: a slow machine keeps the first
-            atomic_write_json(out, record)
-            atomic_write_text(out.with_suffix(".md"), text + "\n")
+
+    def save(name: str, part: dict) -> str:
+        record[name] = part
+        text = markdown(record)  # written after each part: a slow machine keeps the first
+        atomic_write_json(out, record)
+        atomic_write_text(out.with_suffix(".md"), text + "\n")
+        return text
+
+    if "parity" in what:
+        text = save("parity", parity(args, lambda part: save("parity", part)))
+    if "throughput" in what:
+        text = save("throughput", throughput(args))
     print(text)
 
 
