@@ -43,6 +43,7 @@ def load(backend: str, dtype: str, adapter: str | None, args):
         gen_dtype=dtype,
         max_model_len=args.max_model_len,
         enforce_eager=True,
+        merge_adapter=args.merge_adapter,
     )
     t = time.perf_counter()
     gen, _ = make_generator(model_cfg, cfg.prompt, adapter=adapter, batch_size=64)
@@ -203,6 +204,11 @@ def main() -> None:
     ap.add_argument("--parity-benchmark", default="arith:level=2,n=100,split=eval")
     ap.add_argument("--parity-problems", type=int, default=None, help="subset (default: all)")
     ap.add_argument("--parity-vllm-fp32", action="store_true", help="also vLLM fp32 vs HF fp32")
+    ap.add_argument(
+        "--merge-adapter",
+        action="store_true",
+        help="serve base+adapter as merged weights on both backends (vLLM-CPU LoRA is slow)",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--max-model-len", type=int, default=512)
     ap.add_argument("--sample-problems", type=int, default=None, help="subset (default: all)")
