@@ -266,8 +266,8 @@ def train_cmd(run_dir, config, **kw) -> None:
     "--preset",
     default="default",
     show_default=True,
-    help="packaged config to start from: default (embedded model, CPU) or qwen2.5-1.5b (the "
-    "paper's recipe, GPU)",
+    help="packaged config to start from: default (embedded model, CPU), paper (the authors' "
+    "recipe on the default task) or qwen2.5-1.5b (the paper's recipe, GPU)",
 )
 @click.option(
     "--set",

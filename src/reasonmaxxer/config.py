@@ -190,9 +190,17 @@ class SelectConfig:
         "bfloat16", "mixed precision for the entropy forward pass", ("bfloat16", "off")
     )
     seed: int = _f(0, "seed for the random gate")
+    advantages: str = _f(
+        "before_trim",
+        "group advantages from the full group, or from the rollouts left after --drop-longest "
+        "(the authors' code)",
+        ("before_trim", "after_trim"),
+    )
+    adv_eps: float = _f(1e-6, "added to the group's population std (the authors': 1e-8)")
 
     def __post_init__(self) -> None:
         check_fields(self)
+        _check(0 < self.adv_eps <= 1, "--adv-eps must be in (0, 1]")
         _check(0 <= self.min_pass < self.max_pass <= 1, "need 0 <= --min-pass < --max-pass <= 1")
         _check(0 <= self.drop_longest < 1, "--drop-longest must be in [0, 1)")
         _check(self.max_problems is None or self.max_problems >= 1, "--max-problems must be >= 1")
@@ -218,6 +226,30 @@ class TrainConfig:
     batch_size: int = _f(8, "rollouts per forward pass")
     grad_accum: int = _f(1, "forward passes per optimizer step")
     warmup_steps: int = _f(5, "linear learning-rate warm-up")
+    schedule: str = _f(
+        "constant",
+        "learning rate after the warm-up: constant, or linear decay to 0 over the scheduled "
+        "epochs (even when --max-steps stops earlier)",
+        ("constant", "linear"),
+    )
+    order: str = _f(
+        "shuffle",
+        "rollout order: shuffled length buckets, or the authors' curriculum (|A| x decision "
+        "density, highest first, never shuffled)",
+        ("shuffle", "curriculum"),
+    )
+    dec_mean: str = _f(
+        "token",
+        "decision loss mean: pooled over the batch's decision tokens, or per rollout first",
+        ("token", "rollout"),
+    )
+    skip_zero_adv: bool = _f(False, "rollouts with advantage 0 get no decision loss")
+    kl_scope: str = _f(
+        "completion",
+        "KL anchor positions: non-decision generated tokens, or every non-decision position "
+        "with the prompt (needs logits over the whole sequence)",
+        ("completion", "all"),
+    )
     max_grad_norm: float = _f(1.0, "gradient clipping")
     autocast: str = _f(
         "bfloat16",

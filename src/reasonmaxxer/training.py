@@ -87,6 +87,23 @@ def bucketed_batches(
     return batches
 
 
+def curriculum_batches(rows: list[dict], batch_size: int, rng: random.Random) -> list[list[dict]]:
+    """One epoch in the authors' curriculum order (:func:`selection.curriculum_order`), cut
+    into consecutive micro-batches, highest score first; ``rng`` is not used (no shuffling)."""
+    from .selection import curriculum_order
+
+    ordered = curriculum_order(rows)
+    return [ordered[b : b + batch_size] for b in range(0, len(ordered), batch_size)]
+
+
+def batch_order(order: str):
+    """The batcher for ``train.order``: ``(rows, batch_size, rng) -> batches in use order``."""
+    if order == "curriculum":
+        return curriculum_batches
+    # bucketed_batches' order is random: reversed, it is consumed exactly as it always was
+    return lambda rows, batch_size, rng: bucketed_batches(rows, batch_size, rng)[::-1]
+
+
 def lora_config(model, *, r: int, alpha: int, dropout: float, targets: str):
     """A PEFT ``LoraConfig`` for ``model``; an unknown target module is one UserError."""
     from peft import LoraConfig
@@ -129,8 +146,31 @@ def completion_logits(model, batch: dict):
     ).logits[:, :-1]
 
 
-def step_loss(model, batch: dict, cfg: RunConfig):
-    """One micro-batch: (loss, stats). The only place the model meets the pure loss."""
+def whole_sequence(batch: dict) -> dict:
+    """A :func:`build_batch` batch widened to every position: ``targets``/``completion``/
+    ``decision`` become ``[B, L - 1]`` (the decision and completion columns right-aligned, as
+    before), ``anchored`` [B, L - 1] marks every position whose input and target are both real
+    tokens (prompt included), and ``keep = L`` runs the LM head over the whole sequence."""
+    import torch
+
+    ids, attn = batch["input_ids"], batch["attention_mask"].bool()  # [B, L]
+    width, t_max = ids.shape[1], batch["targets"].shape[1]
+    pad = torch.zeros((ids.shape[0], width - 1 - t_max), dtype=torch.bool, device=ids.device)
+    return {
+        **batch,
+        "targets": ids[:, 1:],
+        "completion": torch.cat([pad, batch["completion"]], dim=1),
+        "decision": torch.cat([pad, batch["decision"]], dim=1),
+        "anchored": attn[:, :-1] & attn[:, 1:],
+        "keep": width,
+    }
+
+
+def step_loss(model, batch: dict, cfg: RunConfig, ref_model=None):
+    """One micro-batch: (loss, stats). The only place the model meets the pure loss.
+
+    π_ref is ``model`` with its adapter disabled, or ``ref_model`` when given (a round that
+    anchors to another policy than the one the adapter sits on)."""
     import torch
 
     from .devices import autocast, to_device
@@ -138,14 +178,22 @@ def step_loss(model, batch: dict, cfg: RunConfig):
 
     t = cfg.train
     batch = to_device(batch, model.device)
+    if t.kl_scope == "all":
+        batch = whole_sequence(batch)
     on = t.autocast == "bfloat16"
-    with torch.no_grad(), model.disable_adapter(), autocast(model, enabled=on):
-        ref_logits = completion_logits(model, batch).float()  # [B, T, V]
+    if ref_model is None:
+        with torch.no_grad(), model.disable_adapter(), autocast(model, enabled=on):
+            ref_logits = completion_logits(model, batch).float()  # [B, T, V]
+    else:
+        with torch.no_grad(), autocast(ref_model, enabled=on):
+            ref_logits = completion_logits(ref_model, batch).float()  # [B, T, V]
     with autocast(model, enabled=on):
         logits = completion_logits(model, batch).float()  # [B, T, V]
     targets = batch["targets"]
     completion = batch["completion"]
     decision = batch["decision"] & completion
+    # kl_scope "all": every real position of the sequence is anchored, the prompt's too
+    anchored = batch.get("anchored", completion)
     logp = selective_log_softmax(logits, targets)
     ref_logp = selective_log_softmax(ref_logits, targets)
     kl = kl_ref_to_policy(ref_logits, logits)
@@ -155,11 +203,13 @@ def step_loss(model, batch: dict, cfg: RunConfig):
         kl,
         batch["advantages"],
         decision,
-        completion & ~decision,
+        anchored & ~decision,
         kind=t.loss,
         lam=t.lam,
         neg_weight=t.neg_weight,
         beta=t.beta,
+        dec_mean=t.dec_mean,
+        skip_zero_adv=t.skip_zero_adv,
     )
     with torch.no_grad():
         moved = (logp - ref_logp)[decision]
@@ -174,9 +224,16 @@ def step_loss(model, batch: dict, cfg: RunConfig):
     return loss, stats
 
 
-def lr_at(step: int, base_lr: float, warmup: int) -> float:
-    """Linear warm-up to ``base_lr``, then constant (the paper's recipe is this short)."""
-    return base_lr * min(1.0, (step + 1) / max(warmup, 1))
+def lr_at(
+    step: int, base_lr: float, warmup: int, schedule: str = "constant", total: int = 0
+) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up to ``base_lr`` over
+    ``warmup`` steps, then constant, or (``schedule="linear"``) decaying linearly to reach 0
+    at step ``total``, the scheduled length (epochs × rollouts ÷ rollouts per step, before
+    any ``max_steps`` cap, as the authors' HF linear schedule does)."""
+    if step < warmup or schedule == "constant":
+        return base_lr * min(1.0, (step + 1) / max(warmup, 1))
+    return base_lr * max(0.0, (total - step) / max(total - warmup, 1))
 
 
 def _atomic_dir(out: Path, fill) -> None:
@@ -282,6 +339,8 @@ def optimize(
     desc: str,
     postfix,
     summed: tuple[str, ...] = (),
+    batches=None,
+    schedule: str = "constant",
 ) -> tuple[int, int, list[dict]]:
     """The optimisation loop ``train`` and ``distill`` share: shuffled length-bucketed
     micro-batches, linear warm-up, gradient accumulation and clipping, one ``log_path`` row
@@ -292,6 +351,8 @@ def optimize(
     ``micro_loss(rows) -> (loss, stats)``; the stats of a step are averaged over its
     micro-batches, except the ``summed`` keys. ``checkpoint_scope`` (JSON-able: the settings
     and data the run depends on) decides whether an existing checkpoint may be resumed.
+    ``batches(rows, batch_size, rng)`` makes one epoch's micro-batches in the order they are
+    used (default: :func:`batch_order` ``("shuffle")``); ``schedule`` is :func:`lr_at`'s.
     Returns ``(steps, resumed_from, log rows)``.
     """
     import torch
@@ -301,7 +362,8 @@ def optimize(
     scope = json.dumps(checkpoint_scope, sort_keys=True, default=str)
     checkpoint_key = hashlib.sha256(scope.encode()).hexdigest()[:16]
     per_step = batch_size * grad_accum
-    steps = math.ceil(epochs * len(rows) / per_step)
+    batches = batches or batch_order("shuffle")
+    steps = scheduled = math.ceil(epochs * len(rows) / per_step)
     if max_steps is not None:
         steps = min(steps, max_steps)
     ckpt_args = {"model": model, "opt": opt, "params": params, "rng": rng, "rows": rows}
@@ -314,12 +376,12 @@ def optimize(
     bar = tqdm(total=steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
     for step in range(start, steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, lr, warmup_steps)
+            g["lr"] = lr_at(step, lr, warmup_steps, schedule, scheduled)
         acc: dict[str, float] = {}
         seen: dict[str, int] = {}
         for _ in range(grad_accum):
-            if not order:
-                order = bucketed_batches(rows, batch_size, rng)
+            if not order:  # a stack: the next micro-batch is the last one
+                order = batches(rows, batch_size, rng)[::-1]
             loss, stats = micro_loss(order.pop())
             if not math.isfinite(float(loss.detach())):
                 raise UserError(
@@ -422,6 +484,8 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
             checkpoint=run_dir / CHECKPOINT,
             checkpoint_every=t.checkpoint_every,
             checkpoint_scope=_checkpoint_scope(cfg, rows),
+            batches=batch_order(t.order),
+            schedule=t.schedule,
             desc="train",
             postfix=lambda acc: {
                 "loss": f"{acc['loss']:.3f}",
