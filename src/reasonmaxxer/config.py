@@ -305,9 +305,24 @@ class RunConfig:
         ("pass@1", "avg@k"),
     )
     report: bool = _f(True, "write report.html at the end")
+    rounds: int = _f(
+        1, "rounds of sample -> select -> train; round r samples from round r-1's policy"
+    )
+    round_from: str = _f(
+        "adapter",
+        "round r >= 2 trains the previous adapter on, or a fresh LoRA on the previous policy "
+        "with its adapter merged",
+        ("adapter", "merged"),
+    )
+    round_anchor: str = _f(
+        "base",
+        "round r >= 2 anchors (KL, π_ref) to the base or the previous round's policy",
+        ("base", "previous"),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+        _check(self.rounds >= 1, f"--rounds must be >= 1; got {self.rounds}")
 
 
 SECTIONS = {

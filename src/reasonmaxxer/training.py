@@ -427,8 +427,18 @@ def remove_checkpoint(checkpoint: Path) -> None:
     shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def train(run_dir: str | Path, cfg: RunConfig) -> dict:
-    """Train the adapter on ``run_dir/selection.jsonl``; returns the training summary."""
+def train(
+    run_dir: str | Path,
+    cfg: RunConfig,
+    *,
+    init_adapter: str | None = None,
+    ref_model: str | None = None,
+) -> dict:
+    """Train the adapter on ``run_dir/selection.jsonl``; returns the training summary.
+
+    ``init_adapter`` continues training a saved adapter instead of a fresh LoRA; ``ref_model``
+    (a model folder) is π_ref instead of ``cfg.model.model`` with the adapter off. Rounds use
+    both (:mod:`reasonmaxxer.rounds`)."""
     run_dir = Path(run_dir)
     t = cfg.train
     if not (run_dir / SELECTION).is_file():
@@ -458,7 +468,22 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         trust_remote_code=cfg.model.trust_remote_code,
         device=cfg.model.device,
     )
-    model = lora_model(model, cfg)
+    if init_adapter:
+        from .models import apply_adapter
+
+        device = model.device
+        model = apply_adapter(model, init_adapter, is_trainable=True).to(device)
+    else:
+        model = lora_model(model, cfg)
+    ref = None
+    if ref_model:
+        ref, _, _ = load_model(
+            ref_model,
+            dtype=cfg.model.dtype,
+            trust_remote_code=cfg.model.trust_remote_code,
+            device=cfg.model.device,
+        )
+        ref.requires_grad_(False)
     model.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -471,7 +496,7 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
             model,
             opt,
             rows,
-            micro_loss=lambda micro: step_loss(model, build_batch(micro), cfg),
+            micro_loss=lambda micro: step_loss(model, build_batch(micro), cfg, ref_model=ref),
             epochs=t.epochs,
             max_steps=t.max_steps,
             batch_size=t.batch_size,
@@ -483,7 +508,8 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
             log_path=run_dir / "train_log.jsonl",
             checkpoint=run_dir / CHECKPOINT,
             checkpoint_every=t.checkpoint_every,
-            checkpoint_scope=_checkpoint_scope(cfg, rows),
+            checkpoint_scope=_checkpoint_scope(cfg, rows)
+            + ([init_adapter, ref_model] if init_adapter or ref_model else []),
             batches=batch_order(t.order),
             schedule=t.schedule,
             desc="train",
