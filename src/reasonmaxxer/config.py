@@ -267,8 +267,27 @@ class TrainConfig:
         "a killed train resumes from it (0: never)",
     )
 
+    save_every_frac: float | None = _f(
+        None,
+        "save the adapter every this fraction of an epoch and keep the one best on --dev "
+        "(authors: 0.15; off by default)",
+    )
+    dev: str | None = _f(
+        None,
+        "dev benchmark that picks the checkpoint (greedy pass@1), disjoint from train and "
+        "eval, e.g. arith:level=2,n=20,split=dev",
+    )
+
     def __post_init__(self) -> None:
         check_fields(self)
+        _check(
+            self.save_every_frac is None or self.save_every_frac > 0,
+            "--save-every-frac must be > 0",
+        )
+        _check(
+            (self.save_every_frac is None) == (self.dev is None),
+            "--save-every-frac and --dev go together (give both, or neither)",
+        )
         _check(
             self.lr > 0 and self.lam >= 0 and self.beta > 0, "need --lr > 0, --lam >= 0, --beta > 0"
         )

@@ -42,6 +42,9 @@ def check_disjoint(cfg: RunConfig) -> int:
                 "choose disjoint sets (e.g. arith split=train vs split=eval)"
             )
         overlap += shared
+    from .checkpoints import check_dev_disjoint
+
+    check_dev_disjoint(cfg)
     return overlap
 
 
@@ -222,6 +225,7 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
             "train_steps": s_train["steps"],
             "trainable_frac": s_train["trainable_frac"],
         },
+        **({"checkpoints": s_train["checkpoint_choice"]} if "checkpoint_choice" in s_train else {}),
         "eval": {"base": s_base, "adapter": s_adapter},
         "seeds": {
             "sample": cfg.sample.seed,

@@ -341,6 +341,8 @@ def optimize(
     summed: tuple[str, ...] = (),
     batches=None,
     schedule: str = "constant",
+    save_every: int = 0,
+    on_save=None,
 ) -> tuple[int, int, list[dict]]:
     """The optimisation loop ``train`` and ``distill`` share: shuffled length-bucketed
     micro-batches, linear warm-up, gradient accumulation and clipping, one ``log_path`` row
@@ -353,6 +355,7 @@ def optimize(
     and data the run depends on) decides whether an existing checkpoint may be resumed.
     ``batches(rows, batch_size, rng)`` makes one epoch's micro-batches in the order they are
     used (default: :func:`batch_order` ``("shuffle")``); ``schedule`` is :func:`lr_at`'s.
+    ``on_save(step)`` runs after every ``save_every``-th optimizer step (0: never).
     Returns ``(steps, resumed_from, log rows)``.
     """
     import torch
@@ -416,6 +419,8 @@ def optimize(
         append_jsonl(log_path, [record])
         bar.update(1)
         bar.set_postfix(postfix(acc))
+        if save_every and (step + 1) % save_every == 0:
+            on_save(step + 1)
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             save_checkpoint(checkpoint, step=step + 1, order=order, key=checkpoint_key, **ckpt_args)
     bar.close()
@@ -460,6 +465,10 @@ def train(
             f"re-run `reasonmaxxer select {run_dir}` with a lower --tau or a higher --top-frac"
         )
 
+    if t.dev:
+        from .checkpoints import check_dev_disjoint
+
+        check_dev_disjoint(cfg)
     torch.manual_seed(t.seed)
     rng = random.Random(t.seed)
     model, _, info = load_model(
@@ -491,6 +500,20 @@ def train(
         [p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
     )
 
+    scope = _checkpoint_scope(cfg, rows) + (
+        [init_adapter, ref_model] if init_adapter or ref_model else []
+    )
+    per_step = t.batch_size * t.grad_accum
+    save_every, on_save, snapshots = 0, None, None
+    if t.save_every_frac:
+        from . import checkpoints
+
+        snapshots = checkpoints.prepare(run_dir, cfg, scope)
+        save_every = checkpoints.snapshot_every(t.save_every_frac, len(rows), per_step)
+
+        def on_save(step: int) -> None:
+            save_adapter(model, checkpoints.step_dir(snapshots, step))
+
     with Timer() as wall:
         steps, start, _ = optimize(
             model,
@@ -508,8 +531,9 @@ def train(
             log_path=run_dir / "train_log.jsonl",
             checkpoint=run_dir / CHECKPOINT,
             checkpoint_every=t.checkpoint_every,
-            checkpoint_scope=_checkpoint_scope(cfg, rows)
-            + ([init_adapter, ref_model] if init_adapter or ref_model else []),
+            checkpoint_scope=scope,
+            save_every=save_every,
+            on_save=on_save,
             batches=batch_order(t.order),
             schedule=t.schedule,
             desc="train",
@@ -521,6 +545,15 @@ def train(
         )
     save_adapter(model, run_dir / ADAPTER)
     remove_checkpoint(run_dir / CHECKPOINT)
+    chosen = None
+    if snapshots is not None:
+        from . import checkpoints
+
+        if not checkpoints.step_dir(snapshots, steps).is_dir():
+            on_save(steps)  # the final adapter is a candidate too
+        chosen = checkpoints.score_and_choose(
+            run_dir, cfg, snapshots, steps_per_epoch=len(rows) / per_step
+        )
     summary = {
         "steps": steps,
         "rollouts": len(rows),
@@ -535,6 +568,7 @@ def train(
         "wall_time_s": wall.seconds,
         "resumed_from_step": start,
         "model": info.to_dict(),
+        **({"checkpoint_choice": chosen} if chosen else {}),
     }
     atomic_write_json(run_dir / "train.json", summary)
     return summary
