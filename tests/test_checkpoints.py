@@ -138,6 +138,48 @@ def test_train_keeps_the_checkpoint_best_on_dev(tmp_path, tiny_model_dir, monkey
     assert not (run / "adapter" / "dev").exists()
 
 
+def test_killed_while_scoring_resumes_the_scoring_only(tmp_path, tiny_model_dir, monkeypatch):
+    from reasonmaxxer import evaluation, training
+
+    _, tok, _ = load_model(str(tiny_model_dir))
+    run = tmp_path / "run"
+    _selection(run, tok)
+    cfg = _train_cfg(tiny_model_dir, _dev_file(tmp_path))
+    seen = []
+
+    def fake_evaluate(model_cfg, prompt_cfg, eval_cfg, out_dir, *, adapter=None, label=None):
+        if label == "step-00004" and not seen.count(label):
+            seen.append(label)
+            raise KeyboardInterrupt  # killed while scoring the second checkpoint
+        seen.append(label)
+        record = {"benchmarks": {"dev": {"n": 3, "pass@1": 0.5}}}
+        out_dir.mkdir(parents=True)
+        (out_dir / "results.json").write_text(json.dumps(record))
+        return record
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(run, cfg)
+    saved = {
+        d.name: (d / "adapter_model.safetensors").read_bytes()
+        for d in (run / "checkpoints").glob("step-*")
+    }
+    assert sorted(saved) == ["step-00002", "step-00004", "step-00006"]
+
+    def no_training(*a, **kw):
+        raise AssertionError("training ran again")
+
+    monkeypatch.setattr(training, "optimize", no_training)
+    s = training.train(run, cfg)
+    assert seen == ["step-00002", "step-00004", "step-00004", "step-00006"]
+    assert s["checkpoint_choice"]["chosen_step"] == 6  # all tie: the last
+    after = {
+        d.name: (d / "adapter_model.safetensors").read_bytes()
+        for d in (run / "checkpoints").glob("step-*")
+    }
+    assert after == saved
+
+
 @pytest.mark.slow
 def test_train_scores_real_checkpoints_on_dev(tmp_path, tiny_model_dir):
     from reasonmaxxer import training

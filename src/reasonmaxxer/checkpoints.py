@@ -75,6 +75,17 @@ def prepare(run_dir: Path, cfg: RunConfig, scope) -> Path:
     return folder
 
 
+def mark_trained(folder: Path, steps: int) -> None:
+    """Training is over and every checkpoint is saved: only the scoring may be left."""
+    atomic_write_json(folder / "trained.json", {"steps": steps})
+
+
+def trained_steps(folder: Path) -> int | None:
+    """The step count of a finished training in ``folder`` (see :func:`prepare`), else None."""
+    marker = folder / "trained.json"
+    return read_json(marker)["steps"] if marker.is_file() else None
+
+
 def step_dir(folder: Path, step: int) -> Path:
     return folder / f"step-{step:05d}"
 

@@ -512,45 +512,52 @@ def train(
         save_every = checkpoints.snapshot_every(t.save_every_frac, len(rows), per_step)
 
         def on_save(step: int) -> None:
-            save_adapter(model, checkpoints.step_dir(snapshots, step))
+            out = checkpoints.step_dir(snapshots, step)
+            if not (out / "adapter_model.safetensors").is_file():  # a resumed run made it
+                save_adapter(model, out)
 
+    # A run killed while scoring its checkpoints goes straight back to scoring them.
+    trained = checkpoints.trained_steps(snapshots) if snapshots else None
     with Timer() as wall:
-        steps, start, _ = optimize(
-            model,
-            opt,
-            rows,
-            micro_loss=lambda micro: step_loss(model, build_batch(micro), cfg, ref_model=ref),
-            epochs=t.epochs,
-            max_steps=t.max_steps,
-            batch_size=t.batch_size,
-            grad_accum=t.grad_accum,
-            lr=t.lr,
-            warmup_steps=t.warmup_steps,
-            max_grad_norm=t.max_grad_norm,
-            rng=rng,
-            log_path=run_dir / "train_log.jsonl",
-            checkpoint=run_dir / CHECKPOINT,
-            checkpoint_every=t.checkpoint_every,
-            checkpoint_scope=scope,
-            save_every=save_every,
-            on_save=on_save,
-            batches=batch_order(t.order),
-            schedule=t.schedule,
-            desc="train",
-            postfix=lambda acc: {
-                "loss": f"{acc['loss']:.3f}",
-                "dec": f"{acc['loss_dec']:.3f}",
-                "kl": f"{acc['loss_anchor']:.4f}",
-            },
-        )
-    save_adapter(model, run_dir / ADAPTER)
+        if trained is not None:
+            steps = start = trained
+        else:
+            steps, start, _ = optimize(
+                model,
+                opt,
+                rows,
+                micro_loss=lambda micro: step_loss(model, build_batch(micro), cfg, ref_model=ref),
+                epochs=t.epochs,
+                max_steps=t.max_steps,
+                batch_size=t.batch_size,
+                grad_accum=t.grad_accum,
+                lr=t.lr,
+                warmup_steps=t.warmup_steps,
+                max_grad_norm=t.max_grad_norm,
+                rng=rng,
+                log_path=run_dir / "train_log.jsonl",
+                checkpoint=run_dir / CHECKPOINT,
+                checkpoint_every=t.checkpoint_every,
+                checkpoint_scope=scope,
+                save_every=save_every,
+                on_save=on_save,
+                batches=batch_order(t.order),
+                schedule=t.schedule,
+                desc="train",
+                postfix=lambda acc: {
+                    "loss": f"{acc['loss']:.3f}",
+                    "dec": f"{acc['loss_dec']:.3f}",
+                    "kl": f"{acc['loss_anchor']:.4f}",
+                },
+            )
+    if trained is None:
+        save_adapter(model, run_dir / ADAPTER)
+    if snapshots is not None:
+        on_save(steps)  # the final adapter is a candidate too
+        checkpoints.mark_trained(snapshots, steps)
     remove_checkpoint(run_dir / CHECKPOINT)
     chosen = None
     if snapshots is not None:
-        from . import checkpoints
-
-        if not checkpoints.step_dir(snapshots, steps).is_dir():
-            on_save(steps)  # the final adapter is a candidate too
         chosen = checkpoints.score_and_choose(
             run_dir, cfg, snapshots, steps_per_epoch=len(rows) / per_step
         )
