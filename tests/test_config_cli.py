@@ -368,7 +368,7 @@ def test_help_shows_the_defaults_each_command_really_uses():
         cli.commands["sample"]: _flat(packaged["model"], packaged["prompt"], packaged["sample"]),
         cli.commands["select"]: _flat(packaged["select"], packaged["model"]),
         cli.commands["train"]: _flat(packaged["train"], packaged["model"]),
-        cli.commands["run"]: packaged["model"],
+        cli.commands["run"]: {**packaged["model"], "rounds": packaged["rounds"]},
         cli.commands["grpo"]: grpo,
         analyze.commands["disagree"]: _flat(_defaults(DisagreeConfig), plain["prompt"]),
         analyze.commands["intervene"]: _flat(_defaults(InterveneConfig), plain["prompt"]),
