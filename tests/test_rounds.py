@@ -148,3 +148,33 @@ def test_two_rounds_killed_between_rounds_and_resumed(
         assert f"{name}: done already" not in log
     r2 = json.loads((out / "round2" / "round.json").read_text())
     assert r2["models"]["ref"] == str(digit_model_dir)
+
+
+def test_report_shows_accuracy_per_round_and_checkpoint_scores():
+    from reasonmaxxer.report import _rounds_and_checkpoints
+
+    def comp(base, adapter):
+        return {"arith-l2-eval": {"base_pass@1": base, "adapter_pass@1": adapter}}
+
+    manifest = {
+        "rounds": [
+            {"round": 1, "comparison": comp(0.348, 0.494)},
+            {"round": 2, "comparison": comp(0.348, 0.512)},
+        ],
+        "checkpoints": {
+            "dev": "arith:level=2,n=53,split=dev",
+            "chosen_step": 12,
+            "checkpoints": [
+                {"step": 6, "epoch": 0.15, "dev_pass@1": 0.4, "n": 53},
+                {"step": 12, "epoch": 0.3, "dev_pass@1": 0.5, "n": 53},
+            ],
+        },
+    }
+    html = _rounds_and_checkpoints(manifest)
+    rows = html.split("<tr>")
+    assert "<td>base</td><td>34.8%</td>" in rows[2]
+    assert "<td>round 1</td><td>49.4%</td>" in rows[3]
+    assert "<td>round 2</td><td>51.2%</td>" in rows[4]
+    assert "<td>12 (kept)</td><td>0.30</td><td>50.0%</td><td>53</td>" in html
+    assert "<td>6</td><td>0.15</td><td>40.0%</td>" in html
+    assert _rounds_and_checkpoints({}) == ""
