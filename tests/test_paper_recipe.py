@@ -13,7 +13,7 @@ import torch
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.io import iter_jsonl
 from reasonmaxxer.losses import group_advantages, reasonmaxxer_loss
-from reasonmaxxer.selection import ENTROPIES, SELECTION, curriculum_order, select
+from reasonmaxxer.selection import ENTROPIES, SELECTION, curriculum_order, entropy_key, select
 from reasonmaxxer.training import (
     batch_order,
     bucketed_batches,
@@ -35,7 +35,7 @@ def test_population_std_eps_and_clip_by_hand():
     assert adv[1].item() == pytest.approx(-0.1 / (0.3 + 1e-8), abs=1e-7)  # -1/3
 
 
-def _write_one_problem(run_dir, entropies):
+def _write_one_problem(run_dir, entropies, cfg):
     """One problem, 5 rollouts: rewards 1 1 0 0 0, completion lengths 2 3 4 5 6."""
     run_dir.mkdir(parents=True, exist_ok=True)
     rewards = [1, 1, 0, 0, 0]
@@ -50,7 +50,7 @@ def _write_one_problem(run_dir, entropies):
                 "completion_ids": list(range(20, 20 + len(h))),
             }
         )
-        ents.append({"problem_id": "p", "rollout": j, "entropy": h, "autocast": "bfloat16"})
+        ents.append({"problem_id": "p", "rollout": j, "entropy": h, "key": entropy_key(cfg)})
     (run_dir / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
     (run_dir / ENTROPIES).write_text("".join(json.dumps(r) + "\n" for r in ents))
 
@@ -68,7 +68,6 @@ ENTROPIES_5 = [[1.4, 1.5], [0.2, 1.4, 2.0], [1.41, 0.1, 0.1, 0.1], [0.0] * 5, [3
     ],
 )
 def test_advantages_before_or_after_the_trim(tmp_path, when, expected):
-    _write_one_problem(tmp_path, ENTROPIES_5)
     cfg = build_run_config(
         overrides={
             "model": {"model": str(tmp_path / "no-model-here")},
@@ -82,6 +81,7 @@ def test_advantages_before_or_after_the_trim(tmp_path, when, expected):
             },
         }
     )
+    _write_one_problem(tmp_path, ENTROPIES_5, cfg)
     stats = select(tmp_path, cfg)
     rows = list(iter_jsonl(tmp_path / SELECTION))
     assert [r["rollout"] for r in rows] == [0, 1, 2, 3]

@@ -201,9 +201,9 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
     )
     comparison = compare(out / "eval" / "base", out / "eval" / "adapter", seed=cfg.eval.seed)
     rounds = [{"round": 1, "dir": ".", "comparison": comparison}]
-    prev_key = train_key
+    prev_key = keys["train"]
     for r in range(2, cfg.rounds + 1):
-        prev_key, entry = _run_round(r, cfg, out, stage, prev_key)
+        prev_key, entry = _run_round(r, cfg, out, stage, prev_key, keys)
         rounds.append(entry)
     manifest = {
         "config": to_dict(cfg),
@@ -247,9 +247,12 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
     return manifest
 
 
-def _run_round(r: int, cfg: RunConfig, out: Path, stage, prev_key: dict) -> tuple[dict, dict]:
+def _run_round(
+    r: int, cfg: RunConfig, out: Path, stage, prev_key: dict, keys: dict
+) -> tuple[dict, dict]:
     """Round ``r >= 2`` in ``out/round{r}``: policy, sample, select, train, eval; each a
-    resumable stage named ``round{r}/...``. Returns (this round's train key, its entry)."""
+    resumable stage named ``round{r}/...``; ``keys`` are round 1's :func:`stage_keys`.
+    Returns (this round's train key, its entry)."""
     import dataclasses
 
     from .rounds import materialise_policy, round_dir, round_models
@@ -276,7 +279,8 @@ def _run_round(r: int, cfg: RunConfig, out: Path, stage, prev_key: dict) -> tupl
         ),
         f"{rel}/policy/config.json",
     )
-    upstream = {"policy": policy_key, "prompt": c["prompt"], "sample": c["sample"]}
+    # round 1's sample key less its model: this round samples from the policy made above
+    upstream = {**{k: v for k, v in keys["sample"].items() if k != "model"}, "policy": policy_key}
     s_sample = stage(
         f"{rel}/sample", upstream, lambda: sample(rdir, on(m["policy"])), f"{rel}/rollouts.jsonl"
     )
@@ -299,10 +303,9 @@ def _run_round(r: int, cfg: RunConfig, out: Path, stage, prev_key: dict) -> tupl
         ),
         f"{rel}/{ADAPTER}",
     )
-    eval_key = {"model": c["model"], "prompt": c["prompt"], "eval": c["eval"]}
     s_eval = stage(
         f"{rel}/eval_adapter",
-        {**eval_key, "train": train_key},
+        {**keys["eval_base"], "train": train_key},
         lambda: _eval_summary(
             evaluate(
                 on(m["train_base"]).model,
