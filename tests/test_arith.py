@@ -105,7 +105,7 @@ def test_n_too_large():
 
 
 def test_bad_parameters():
-    for kwargs in ({"level": 0}, {"split": "test"}, {"style": "poem"}):
+    for kwargs in ({"level": 0}, {"split": "holdout"}, {"style": "poem"}):
         with pytest.raises(UserError):
             generate(1, **kwargs)
     with pytest.raises(UserError):

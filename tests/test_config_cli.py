@@ -314,13 +314,20 @@ def test_qwen_preset_mirrors_the_authors_recipe():
     assert (t.loss, t.lam, t.lr, t.warmup_steps, t.max_steps) == ("contrastive", 0.2, 1e-4, 50, 149)
     assert (t.batch_size, t.grad_accum, t.lora_r, t.lora_alpha) == (1, 8, 32, 64)
     assert cfg.model.model == "Qwen/Qwen2.5-1.5B" and cfg.model.dtype == "bfloat16"
+    assert (sel.advantages, sel.adv_eps, t.dec_mean, t.skip_zero_adv) == (
+        "after_trim",
+        1e-8,
+        "rollout",
+        True,
+    )
+    assert (t.kl_scope, t.order, t.schedule) == ("all", "curriculum", "linear")
 
 
 def test_unknown_preset_is_one_error_line(tmp_path):
     proc = run_cli("run", "--preset", "nope", "--out", tmp_path / "r")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown preset 'nope'; choose one of default, qwen2.5-1.5b"
+        "error: unknown preset 'nope'; choose one of default, paper, qwen2.5-1.5b"
     ]
     assert not (tmp_path / "r").exists()
 
@@ -361,7 +368,7 @@ def test_help_shows_the_defaults_each_command_really_uses():
         cli.commands["sample"]: _flat(packaged["model"], packaged["prompt"], packaged["sample"]),
         cli.commands["select"]: _flat(packaged["select"], packaged["model"]),
         cli.commands["train"]: _flat(packaged["train"], packaged["model"]),
-        cli.commands["run"]: packaged["model"],
+        cli.commands["run"]: {**packaged["model"], "rounds": packaged["rounds"]},
         cli.commands["grpo"]: grpo,
         analyze.commands["disagree"]: _flat(_defaults(DisagreeConfig), plain["prompt"]),
         analyze.commands["intervene"]: _flat(_defaults(InterveneConfig), plain["prompt"]),

@@ -25,11 +25,11 @@ no problem in ``train`` is just a reordering of one in ``eval``. About 20% of th
 ``train`` (:data:`TRAIN_PERMILLE`), the rest ``eval``; ``all`` is their union. The hash does
 not depend on the level, seed or n, so the assignment never changes between runs.
 
-Selection. Within a split the operation families (e.g. ``+`` and ``-``) are each shuffled with
-a seeded ``random.Random`` and drawn in a seeded random order, so families are balanced while
-they last and no canonical problem repeats. The problems depend only on (level, split, seed):
-``n`` only cuts the list (``generate(100)`` is a prefix of ``generate(200)``), and ``style``
-only changes the wording, so expression and word versions of a run pose the same sums.
+``dev`` (for picking checkpoints) and ``test`` divide ``eval`` by the same hash: the next
+:data:`DEV_PERMILLE` of the groups after ``train`` are ``dev``, the rest ``test``. So ``dev``
+shares no group with ``train`` or ``test``, and ``train``/``eval`` are as they always were
+(every eval set measured so far stays valid); ``dev`` is inside ``eval``, so a run that picks
+checkpoints on ``dev`` evaluates on ``test`` (a run checks, :func:`canonical_keys`).
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ from .data import Problem
 from .errors import UserError
 
 LEVELS = (1, 2, 3, 4, 5)
-SPLITS = ("train", "eval", "all")
+SPLITS = ("train", "eval", "dev", "test", "all")
 STYLES = ("expr", "word", "mixed")
 TRAIN_PERMILLE = 200
 """Share of canonical problem groups assigned to ``train``, in thousandths."""
+DEV_PERMILLE = 100
+"""Share of the groups, next after ``train``'s, that ``dev`` takes out of ``eval``."""
 
 DEFAULT_N = 500
 """Size of an ``arith`` spec without ``n=``: this, or the whole split if it is smaller."""
@@ -207,10 +209,29 @@ def split_key(op: str, operands: tuple[int, ...] | list[int]) -> str:
     return "+".join(sorted(pos)) + "-" + "-".join(sorted(neg))
 
 
+def _permille(op: str, operands: tuple[int, ...] | list[int]) -> int:
+    """The group's place in 0..999, by a stable hash (never Python's salted ``hash``)."""
+    digest = hashlib.sha256(("arith|" + split_key(op, operands)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 1000
+
+
 def split_of(op: str, operands: tuple[int, ...] | list[int]) -> str:
     """``"train"`` or ``"eval"``, by a stable hash (never Python's salted ``hash``)."""
-    digest = hashlib.sha256(("arith|" + split_key(op, operands)).encode()).digest()
-    return "train" if int.from_bytes(digest[:8], "big") % 1000 < TRAIN_PERMILLE else "eval"
+    return "train" if _permille(op, operands) < TRAIN_PERMILLE else "eval"
+
+
+def in_split(op: str, operands: tuple[int, ...] | list[int], split: str) -> bool:
+    """Whether a problem falls in ``split`` (``dev`` and ``test`` divide ``eval``)."""
+    if split == "all":
+        return True
+    p = _permille(op, operands)
+    if split == "train":
+        return p < TRAIN_PERMILLE
+    if split == "eval":
+        return p >= TRAIN_PERMILLE
+    if split == "dev":
+        return TRAIN_PERMILLE <= p < TRAIN_PERMILLE + DEV_PERMILLE
+    return p >= TRAIN_PERMILLE + DEV_PERMILLE  # test
 
 
 @lru_cache(maxsize=32)
@@ -221,8 +242,7 @@ def _pools(level: int, split: str) -> tuple[tuple[tuple[int, ...], ...], ...]:
         pool = tuple(
             ops
             for ops in product(*fam.ranges)
-            if evaluate(fam.op, ops) is not None
-            and (split == "all" or split_of(fam.op, ops) == split)
+            if evaluate(fam.op, ops) is not None and in_split(fam.op, ops, split)
         )
         pools.append(pool)
     return tuple(pools)
@@ -241,6 +261,19 @@ def space_size(level: int, split: str) -> int:
     """How many distinct problems ``generate`` can return for this level and split."""
     _check(level, split)
     return sum(len(p) for p in _pools(level, split))
+
+
+def canonical_keys(problems: list[Problem]) -> set[str]:
+    """Order-free identities of arith problems (op + operands, whatever the wording): two sets
+    are disjoint when these are. Problems without arith metadata are keyed by their text."""
+    out = set()
+    for p in problems:
+        m = p.meta or {}
+        if "op" in m and "operands" in m:
+            out.add(f"arith|{split_key(m['op'], m['operands'])}")
+        else:
+            out.add(p.problem.strip())
+    return out
 
 
 def benchmark_name(level: int, split: str, seed: int = 0, style: str = "mixed") -> str:

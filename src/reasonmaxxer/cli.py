@@ -271,8 +271,8 @@ def train_cmd(run_dir, config, **kw) -> None:
     "--preset",
     default="default",
     show_default=True,
-    help="packaged config to start from: default (embedded model, CPU) or qwen2.5-1.5b (the "
-    "paper's recipe, GPU)",
+    help="packaged config to start from: default (embedded model, CPU), paper (the authors' "
+    "recipe on the default task) or qwen2.5-1.5b (the paper's recipe, GPU)",
 )
 @click.option(
     "--set",
@@ -281,12 +281,20 @@ def train_cmd(run_dir, config, **kw) -> None:
     metavar="SECTION.KEY=VALUE",
     help="override any config field, e.g. --set train.lr=3e-4",
 )
+@click.option(
+    "--rounds",
+    type=int,
+    default=None,
+    help="rounds of sample → select → train, each from the previous round's policy [default: 1]",
+)
 @execution_options
-def run_cmd(config, out, model, preset, sets, **kw) -> None:
+def run_cmd(config, out, model, preset, sets, rounds, **kw) -> None:
     """The whole method from one YAML config: sample → select → train → eval → compare."""
-    from .pipeline import comparison_table, run
+    from .pipeline import comparison_table, rounds_table, run
 
     overrides = parse_sets(sets)
+    if rounds is not None:
+        overrides["rounds"] = rounds
     if model:
         overrides.setdefault("model", {})["model"] = model
     overrides["model"] = {**overrides.get("model", {}), **pick(ModelConfig, kw)}
@@ -297,6 +305,8 @@ def run_cmd(config, out, model, preset, sets, **kw) -> None:
     with run_lock(out):
         manifest = run(cfg, out, console=console)
     console.print(comparison_table(manifest))
+    if manifest.get("rounds"):
+        console.print(rounds_table(manifest))
     if manifest.get("report"):
         console.print(f"report: {manifest['report']}")
     console.print(f"run folder: {out} (manifest.json, config.yaml, adapter/)")
@@ -311,7 +321,7 @@ def benchmarks_cmd() -> None:
     for name in BUNDLED:
         console.print(f"{name:16s} {len(load_benchmark(name)):6d} problems")
     console.print(
-        "arith:level=1..5,n=N,split=train|eval|all,seed=S,style=expr|word|mixed  (synthetic)"
+        "arith:level=1..5,n=N,split=train|eval|dev|test|all,seed=S,style=expr|word|mixed  (synthetic)"
     )
 
 

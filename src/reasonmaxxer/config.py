@@ -228,9 +228,17 @@ class SelectConfig:
         "bfloat16", "mixed precision for the entropy forward pass", ("bfloat16", "off")
     )
     seed: int = _f(0, "seed for the random gate")
+    advantages: str = _f(
+        "before_trim",
+        "group advantages from the full group, or from the rollouts left after --drop-longest "
+        "(the authors' code)",
+        ("before_trim", "after_trim"),
+    )
+    adv_eps: float = _f(1e-6, "added to the group's population std (the authors': 1e-8)")
 
     def __post_init__(self) -> None:
         check_fields(self)
+        _check(0 < self.adv_eps <= 1, "--adv-eps must be in (0, 1]")
         _check(0 <= self.min_pass < self.max_pass <= 1, "need 0 <= --min-pass < --max-pass <= 1")
         _check(0 <= self.drop_longest < 1, "--drop-longest must be in [0, 1)")
         _check(self.max_problems is None or self.max_problems >= 1, "--max-problems must be >= 1")
@@ -256,6 +264,30 @@ class TrainConfig:
     batch_size: int = _f(8, "rollouts per forward pass")
     grad_accum: int = _f(1, "forward passes per optimizer step")
     warmup_steps: int = _f(5, "linear learning-rate warm-up")
+    schedule: str = _f(
+        "constant",
+        "learning rate after the warm-up: constant, or linear decay to 0 over the scheduled "
+        "epochs (even when --max-steps stops earlier)",
+        ("constant", "linear"),
+    )
+    order: str = _f(
+        "shuffle",
+        "rollout order: shuffled length buckets, or the authors' curriculum (|A| x decision "
+        "density, highest first, never shuffled)",
+        ("shuffle", "curriculum"),
+    )
+    dec_mean: str = _f(
+        "token",
+        "decision loss mean: pooled over the batch's decision tokens, or per rollout first",
+        ("token", "rollout"),
+    )
+    skip_zero_adv: bool = _f(False, "rollouts with advantage 0 get no decision loss")
+    kl_scope: str = _f(
+        "completion",
+        "KL anchor positions: non-decision generated tokens, or every non-decision position "
+        "with the prompt (needs logits over the whole sequence)",
+        ("completion", "all"),
+    )
     max_grad_norm: float = _f(1.0, "gradient clipping")
     autocast: str = _f(
         "bfloat16",
@@ -278,8 +310,27 @@ class TrainConfig:
         ("none", "trackio", "wandb", "tensorboard"),
     )
 
+    save_every_frac: float | None = _f(
+        None,
+        "save the adapter every this fraction of an epoch and keep the one best on --dev "
+        "(authors: 0.15; off by default)",
+    )
+    dev: str | None = _f(
+        None,
+        "dev benchmark that picks the checkpoint (greedy pass@1), disjoint from train and "
+        "eval, e.g. arith:level=2,n=20,split=dev",
+    )
+
     def __post_init__(self) -> None:
         check_fields(self)
+        _check(
+            self.save_every_frac is None or self.save_every_frac > 0,
+            "--save-every-frac must be > 0",
+        )
+        _check(
+            (self.save_every_frac is None) == (self.dev is None),
+            "--save-every-frac and --dev go together (give both, or neither)",
+        )
         _check(
             self.lr > 0 and self.lam >= 0 and self.beta > 0, "need --lr > 0, --lam >= 0, --beta > 0"
         )
@@ -316,9 +367,24 @@ class RunConfig:
         ("pass@1", "avg@k"),
     )
     report: bool = _f(True, "write report.html at the end")
+    rounds: int = _f(
+        1, "rounds of sample -> select -> train; round r samples from round r-1's policy"
+    )
+    round_from: str = _f(
+        "adapter",
+        "round r >= 2 trains the previous adapter on, or a fresh LoRA on the previous policy "
+        "with its adapter merged",
+        ("adapter", "merged"),
+    )
+    round_anchor: str = _f(
+        "base",
+        "round r >= 2 anchors (KL, π_ref) to the base or the previous round's policy",
+        ("base", "previous"),
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+        _check(self.rounds >= 1, f"--rounds must be >= 1; got {self.rounds}")
 
 
 SECTIONS = {

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 __all__ = [
+    "DEC_MEANS",
     "GATES",
     "LOSS_KINDS",
     "decision_mask",
@@ -38,6 +39,7 @@ __all__ = [
 
 GATES = ("entropy", "all", "random", "low")
 LOSS_KINDS = ("contrastive", "bounded")
+DEC_MEANS = ("token", "rollout")
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -351,6 +353,8 @@ def reasonmaxxer_loss(
     lam: float = 0.2,
     neg_weight: float = 1.0,
     beta: float = 1.0,
+    dec_mean: str = "token",
+    skip_zero_adv: bool = False,
 ) -> tuple[Tensor, dict[str, float]]:
     """The ReasonMaxxer loss: a decision-point term plus a KL anchor elsewhere.
 
@@ -360,9 +364,13 @@ def reasonmaxxer_loss(
         bounded:      L_dec = mean_{(i,t) ∈ decision} -w_i · log σ(β · A_i · Δ_{i,t})
         L = L_dec + lam · mean_{(i,t) ∈ anchor} kl_{i,t}
 
-    Both means pool tokens over the whole batch (not per rollout first). A rollout
-    with ``A = 0`` contributes 0 (contrastive) or the constant ``log 2`` (bounded),
-    with no gradient either way. ``ref_logp`` is detached.
+    With ``dec_mean="token"`` both means pool tokens over the whole batch. With
+    ``dec_mean="rollout"`` (the authors' ``adv_ce`` at batch 1) ``L_dec`` is the mean over
+    the ``B`` rollouts of each rollout's own mean over its decision tokens (a rollout with
+    none adds 0 and still counts in ``B``); the anchor stays token-pooled. A rollout with
+    ``A = 0`` contributes 0 (contrastive) or the constant ``log 2`` (bounded), with no
+    gradient either way; with ``skip_zero_adv`` its decision tokens leave the decision set
+    (they count in no mean, and do not join the anchor). ``ref_logp`` is detached.
 
     Args:
         logp: ``[B, T]`` log π_θ of the taken token.
@@ -375,6 +383,8 @@ def reasonmaxxer_loss(
         lam: weight of the KL anchor.
         neg_weight: weight on rollouts with ``A < 0``.
         beta: scale inside the sigmoid (bounded only).
+        dec_mean: ``"token"`` or ``"rollout"``, how ``L_dec`` averages.
+        skip_zero_adv: drop the decision points of rollouts with ``A = 0``.
 
     Returns:
         ``(loss, stats)``: a 0-d float32 tensor and python floats under the keys
@@ -386,6 +396,8 @@ def reasonmaxxer_loss(
     """
     if kind not in LOSS_KINDS:
         raise ValueError(f"unknown loss kind {kind!r}; expected one of {LOSS_KINDS}")
+    if dec_mean not in DEC_MEANS:
+        raise ValueError(f"unknown dec_mean {dec_mean!r}; expected one of {DEC_MEANS}")
     shape = logp.shape
     for name, t in (("ref_logp", ref_logp), ("kl", kl), ("decision", decision), ("anchor", anchor)):
         if t.shape != shape:
@@ -393,6 +405,8 @@ def reasonmaxxer_loss(
     if advantages.shape != shape[:1]:
         raise ValueError(f"advantages {tuple(advantages.shape)} must be [{shape[0]}]")
     decision, anchor = decision.bool(), anchor.bool()
+    if skip_zero_adv:
+        decision = decision & (advantages.detach() != 0).unsqueeze(-1)  # [B, T]
 
     # Zero the inputs outside their masks first: a -inf log-prob at a prompt or
     # padding position would otherwise put a NaN into the backward pass.
@@ -407,7 +421,12 @@ def reasonmaxxer_loss(
         per_token = -weight * adv * logp  # [B, T]
     else:
         per_token = -weight * F.logsigmoid(beta * adv * (logp - ref_logp))  # [B, T]
-    loss_dec = masked_mean(per_token, decision)
+    if dec_mean == "token":
+        loss_dec = masked_mean(per_token, decision)
+    else:
+        per_token = torch.where(decision, per_token, zero)  # [B, T]
+        per_rollout = per_token.sum(-1) / decision.sum(-1).clamp(min=1)  # [B]
+        loss_dec = per_rollout.mean()
     loss_anchor = masked_mean(kl_anchor, anchor)
     loss = loss_dec + lam * loss_anchor
 

@@ -42,6 +42,9 @@ def check_disjoint(cfg: RunConfig) -> int:
                 "choose disjoint sets (e.g. arith split=train vs split=eval)"
             )
         overlap += shared
+    from .checkpoints import check_dev_disjoint
+
+    check_dev_disjoint(cfg)
     return overlap
 
 
@@ -200,6 +203,11 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         "eval/adapter/results.json",
     )
     comparison = compare(out / "eval" / "base", out / "eval" / "adapter", seed=cfg.eval.seed)
+    rounds = [{"round": 1, "dir": ".", "comparison": comparison}]
+    prev_key = keys["train"]
+    for r in range(2, cfg.rounds + 1):
+        prev_key, entry = _run_round(r, cfg, out, stage, prev_key, keys)
+        rounds.append(entry)
     manifest = {
         "config": to_dict(cfg),
         "primary_metric": cfg.primary_metric,
@@ -220,6 +228,7 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
             "train_steps": s_train["steps"],
             "trainable_frac": s_train["trainable_frac"],
         },
+        **({"checkpoints": s_train["checkpoint_choice"]} if "checkpoint_choice" in s_train else {}),
         "eval": {"base": s_base, "adapter": s_adapter},
         "seeds": {
             "sample": cfg.sample.seed,
@@ -229,6 +238,8 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         },
         "provenance": provenance(),
     }
+    if cfg.rounds > 1:
+        manifest["rounds"] = rounds
     # The manifest first: the report reads it, so the page always shows this run's numbers.
     atomic_write_json(out / "manifest.json", manifest)
     if cfg.report:
@@ -237,6 +248,97 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         manifest["report"] = str(build_report(out))
         atomic_write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def _run_round(
+    r: int, cfg: RunConfig, out: Path, stage, prev_key: dict, keys: dict
+) -> tuple[dict, dict]:
+    """Round ``r >= 2`` in ``out/round{r}``: policy, sample, select, train, eval; each a
+    resumable stage named ``round{r}/...``; ``keys`` are round 1's :func:`stage_keys`.
+    Returns (this round's train key, its entry)."""
+    import dataclasses
+
+    from .rounds import materialise_policy, round_dir, round_models
+
+    rdir = round_dir(out, r)
+    rel = rdir.relative_to(out).as_posix()
+    m = round_models(
+        out, r, base=cfg.model.model, round_from=cfg.round_from, anchor=cfg.round_anchor
+    )
+
+    def on(model: str) -> RunConfig:
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, model=model))
+
+    c = identity(cfg)
+    policy_key = {"round": r, "from": prev_key}
+    stage(
+        f"{rel}/policy",
+        policy_key,
+        lambda: materialise_policy(
+            m["prev_base"],
+            m["prev_adapter"],
+            Path(m["policy"]),
+            trust_remote_code=cfg.model.trust_remote_code,
+        ),
+        f"{rel}/policy/config.json",
+    )
+    # round 1's sample key less its model: this round samples from the policy made above
+    upstream = {**{k: v for k, v in keys["sample"].items() if k != "model"}, "policy": policy_key}
+    s_sample = stage(
+        f"{rel}/sample", upstream, lambda: sample(rdir, on(m["policy"])), f"{rel}/rollouts.jsonl"
+    )
+    select_key = {**upstream, "select": c["select"]}
+    s_select = stage(
+        f"{rel}/select", select_key, lambda: select(rdir, on(m["policy"])), f"{rel}/selection.jsonl"
+    )
+    train_settings = {k: v for k, v in c["train"].items() if k != "checkpoint_every"}
+    train_key = {
+        **select_key,
+        "train": train_settings,
+        "round_from": cfg.round_from,
+        "round_anchor": cfg.round_anchor,
+    }
+    s_train = stage(
+        f"{rel}/train",
+        train_key,
+        lambda: train(
+            rdir, on(m["train_base"]), init_adapter=m["init_adapter"], ref_model=m["ref"]
+        ),
+        f"{rel}/{ADAPTER}",
+    )
+    s_eval = stage(
+        f"{rel}/eval_adapter",
+        {**keys["eval_base"], "train": train_key},
+        lambda: _eval_summary(
+            evaluate(
+                on(m["train_base"]).model,
+                cfg.prompt,
+                cfg.eval,
+                rdir / "eval" / "adapter",
+                adapter=str(rdir / ADAPTER),
+                label=f"round {r}",
+            )
+        ),
+        f"{rel}/eval/adapter/results.json",
+    )
+    comparison = compare(out / "eval" / "base", rdir / "eval" / "adapter", seed=cfg.eval.seed)
+    entry = {
+        "round": r,
+        "dir": rel,
+        "models": {k: v for k, v in m.items() if v is not None},
+        "comparison": comparison,
+        "counts": {
+            "rollouts": s_sample["rollouts"],
+            "mean_reward": s_sample["mean_reward"],
+            "problems_kept": s_select["problems_kept"],
+            "rollouts_kept": s_select["rollouts_kept"],
+            "decision_tokens": s_select["decision_tokens"],
+            "train_steps": s_train["steps"],
+        },
+        "eval": s_eval,
+    }
+    atomic_write_json(rdir / "round.json", entry)
+    return train_key, entry
 
 
 def _eval_summary(record: dict) -> dict:
@@ -283,4 +385,25 @@ def comparison_table(manifest: dict):
         else:
             row += ["-", "-"]
         table.add_row(*row)
+    return table
+
+
+def rounds_table(manifest: dict):
+    """Greedy pass@1 per round and benchmark (round 0 is the base)."""
+    from rich.table import Table
+
+    rounds = manifest["rounds"]
+    benches = list(rounds[0]["comparison"])
+    table = Table(title="greedy pass@1 per round (held-out)")
+    table.add_column("round", justify="right")
+    for b in benches:
+        table.add_column(b, justify="right")
+    table.add_row(
+        "base", *(f"{100 * rounds[0]['comparison'][b]['base_pass@1']:.1f}%" for b in benches)
+    )
+    for e in rounds:
+        table.add_row(
+            str(e["round"]),
+            *(f"{100 * e['comparison'][b]['adapter_pass@1']:.1f}%" for b in benches),
+        )
     return table

@@ -341,6 +341,7 @@ def section_headline(run: RunDir, figs: Figures) -> str:
         plot = _headline_plot(benches, comparison, results, figs)
         cost = _cost_table(run)
         parts.append(f'<div class="grid2"><div>{plot}</div><div><h3>Cost</h3>{cost}</div></div>')
+        parts.append(_rounds_and_checkpoints(run.manifest or {}))
         return "".join(parts)
     parts.append(note("No eval results (eval/base, eval/adapter) in this run dir."))
     final = _final_eval_from_log(run.train_log or [])
@@ -349,6 +350,37 @@ def section_headline(run: RunDir, figs: Figures) -> str:
         parts.append(metric_table(final.items()))
     parts.append("<h3>Cost</h3>")
     parts.append(_cost_table(run))
+    return "".join(parts)
+
+
+def _rounds_and_checkpoints(manifest: dict) -> str:
+    """Greedy pass@1 per round (``run --rounds``) and the dev score of every checkpoint
+    (``train.save_every_frac``), when the run has them."""
+    parts = []
+    rounds = manifest.get("rounds") or []
+    if rounds:
+        benches = list(rounds[0]["comparison"])
+        rows = [["base", *(fmt_pct(rounds[0]["comparison"][b]["base_pass@1"]) for b in benches)]]
+        for e in rounds:
+            comp = e["comparison"]
+            rows.append(
+                [f"round {e['round']}", *(fmt_pct(comp[b]["adapter_pass@1"]) for b in benches)]
+            )
+        parts.append("<h3>Accuracy per round (greedy pass@1)</h3>")
+        parts.append(table(["", *(esc(b) for b in benches)], rows))
+    ckpt = manifest.get("checkpoints")
+    if ckpt:
+        rows = [
+            [
+                str(c["step"]) + (" (kept)" if c["step"] == ckpt["chosen_step"] else ""),
+                f"{c['epoch']:.2f}",
+                fmt_pct(c["dev_pass@1"]),
+                str(c["n"]),
+            ]
+            for c in ckpt["checkpoints"]
+        ]
+        parts.append(f"<h3>Checkpoints on the dev split <code>{esc(ckpt['dev'])}</code></h3>")
+        parts.append(table(["step", "epoch", "dev pass@1", "n"], rows))
     return "".join(parts)
 
 

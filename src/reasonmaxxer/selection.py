@@ -73,6 +73,19 @@ def choose_problems(
     return kept
 
 
+def curriculum_order(rows: list[dict]) -> list[dict]:
+    """The authors' curriculum: rollouts by ``|A| × (decision tokens ÷ completion length)``,
+    highest first; ties keep their order in ``rows`` (a stable sort), and nothing is shuffled.
+
+    Each row needs ``advantage``, ``decision`` (positions) and ``completion_ids``.
+    """
+
+    def score(r: dict) -> float:
+        return abs(r["advantage"]) * len(r["decision"]) / max(len(r["completion_ids"]), 1)
+
+    return sorted(rows, key=score, reverse=True)
+
+
 def teacher_forced_logits(model, batch: list[dict]):
     """Right-padded forward pass of prompt+completion; returns per-row completion logits.
 
@@ -236,18 +249,26 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
         index = {pid: i for i, pid in enumerate(rates)}
         kept_set = set(kept_ids)
         kept = [r for r in rows if r["problem_id"] in kept_set]
-        adv = group_advantages(
-            torch.tensor([r["reward"] for r in kept], dtype=torch.float32),
-            torch.tensor([index[r["problem_id"]] for r in kept]),
-        )
-        for r, a in zip(kept, adv.tolist(), strict=True):
-            r["advantage"] = a
+
+        def assign_advantages(group: list[dict]) -> None:
+            adv = group_advantages(
+                torch.tensor([r["reward"] for r in group], dtype=torch.float32),
+                torch.tensor([index[r["problem_id"]] for r in group]),
+                eps=sc.adv_eps,
+            )
+            for r, a in zip(group, adv.tolist(), strict=True):
+                r["advantage"] = a
+
+        if sc.advantages == "before_trim":
+            assign_advantages(kept)
         n_before = len(kept)
         if sc.drop_longest > 0:
             n_drop = int(sc.drop_longest * len(kept))
             by_len = sorted(range(len(kept)), key=lambda i: (-len(kept[i]["completion_ids"]), i))
             dropped = set(by_len[:n_drop])
             kept = [r for i, r in enumerate(kept) if i not in dropped]
+        if sc.advantages == "after_trim" and kept:
+            assign_advantages(kept)
         kept = [r for r in kept if r["completion_ids"]]
         if not kept:
             raise UserError("every kept rollout has an empty completion: nothing to select")

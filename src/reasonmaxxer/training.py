@@ -87,6 +87,23 @@ def bucketed_batches(
     return batches
 
 
+def curriculum_batches(rows: list[dict], batch_size: int, rng: random.Random) -> list[list[dict]]:
+    """One epoch in the authors' curriculum order (:func:`selection.curriculum_order`), cut
+    into consecutive micro-batches, highest score first; ``rng`` is not used (no shuffling)."""
+    from .selection import curriculum_order
+
+    ordered = curriculum_order(rows)
+    return [ordered[b : b + batch_size] for b in range(0, len(ordered), batch_size)]
+
+
+def batch_order(order: str):
+    """The batcher for ``train.order``: ``(rows, batch_size, rng) -> batches in use order``."""
+    if order == "curriculum":
+        return curriculum_batches
+    # bucketed_batches' order is random: reversed, it is consumed exactly as it always was
+    return lambda rows, batch_size, rng: bucketed_batches(rows, batch_size, rng)[::-1]
+
+
 def lora_config(model, *, r: int, alpha: int, dropout: float, targets: str):
     """A PEFT ``LoraConfig`` for ``model``; an unknown target module is one UserError."""
     from peft import LoraConfig
@@ -129,8 +146,31 @@ def completion_logits(model, batch: dict):
     ).logits[:, :-1]
 
 
-def step_loss(model, batch: dict, cfg: RunConfig):
-    """One micro-batch: (loss, stats). The only place the model meets the pure loss."""
+def whole_sequence(batch: dict) -> dict:
+    """A :func:`build_batch` batch widened to every position: ``targets``/``completion``/
+    ``decision`` become ``[B, L - 1]`` (the decision and completion columns right-aligned, as
+    before), ``anchored`` [B, L - 1] marks every position whose input and target are both real
+    tokens (prompt included), and ``keep = L`` runs the LM head over the whole sequence."""
+    import torch
+
+    ids, attn = batch["input_ids"], batch["attention_mask"].bool()  # [B, L]
+    width, t_max = ids.shape[1], batch["targets"].shape[1]
+    pad = torch.zeros((ids.shape[0], width - 1 - t_max), dtype=torch.bool, device=ids.device)
+    return {
+        **batch,
+        "targets": ids[:, 1:],
+        "completion": torch.cat([pad, batch["completion"]], dim=1),
+        "decision": torch.cat([pad, batch["decision"]], dim=1),
+        "anchored": attn[:, :-1] & attn[:, 1:],
+        "keep": width,
+    }
+
+
+def step_loss(model, batch: dict, cfg: RunConfig, ref_model=None):
+    """One micro-batch: (loss, stats). The only place the model meets the pure loss.
+
+    π_ref is ``model`` with its adapter disabled, or ``ref_model`` when given (a round that
+    anchors to another policy than the one the adapter sits on)."""
     import torch
 
     from .devices import autocast, to_device
@@ -138,14 +178,22 @@ def step_loss(model, batch: dict, cfg: RunConfig):
 
     t = cfg.train
     batch = to_device(batch, model.device)
+    if t.kl_scope == "all":
+        batch = whole_sequence(batch)
     on = t.autocast == "bfloat16"
-    with torch.no_grad(), model.disable_adapter(), autocast(model, enabled=on):
-        ref_logits = completion_logits(model, batch).float()  # [B, T, V]
+    if ref_model is None:
+        with torch.no_grad(), model.disable_adapter(), autocast(model, enabled=on):
+            ref_logits = completion_logits(model, batch).float()  # [B, T, V]
+    else:
+        with torch.no_grad(), autocast(ref_model, enabled=on):
+            ref_logits = completion_logits(ref_model, batch).float()  # [B, T, V]
     with autocast(model, enabled=on):
         logits = completion_logits(model, batch).float()  # [B, T, V]
     targets = batch["targets"]
     completion = batch["completion"]
     decision = batch["decision"] & completion
+    # kl_scope "all": every real position of the sequence is anchored, the prompt's too
+    anchored = batch.get("anchored", completion)
     logp = selective_log_softmax(logits, targets)
     ref_logp = selective_log_softmax(ref_logits, targets)
     kl = kl_ref_to_policy(ref_logits, logits)
@@ -155,11 +203,13 @@ def step_loss(model, batch: dict, cfg: RunConfig):
         kl,
         batch["advantages"],
         decision,
-        completion & ~decision,
+        anchored & ~decision,
         kind=t.loss,
         lam=t.lam,
         neg_weight=t.neg_weight,
         beta=t.beta,
+        dec_mean=t.dec_mean,
+        skip_zero_adv=t.skip_zero_adv,
     )
     with torch.no_grad():
         moved = (logp - ref_logp)[decision]
@@ -174,9 +224,16 @@ def step_loss(model, batch: dict, cfg: RunConfig):
     return loss, stats
 
 
-def lr_at(step: int, base_lr: float, warmup: int) -> float:
-    """Linear warm-up to ``base_lr``, then constant (the paper's recipe is this short)."""
-    return base_lr * min(1.0, (step + 1) / max(warmup, 1))
+def lr_at(
+    step: int, base_lr: float, warmup: int, schedule: str = "constant", total: int = 0
+) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up to ``base_lr`` over
+    ``warmup`` steps, then constant, or (``schedule="linear"``) decaying linearly to reach 0
+    at step ``total``, the scheduled length (epochs × rollouts ÷ rollouts per step, before
+    any ``max_steps`` cap, as the authors' HF linear schedule does)."""
+    if step < warmup or schedule == "constant":
+        return base_lr * min(1.0, (step + 1) / max(warmup, 1))
+    return base_lr * max(0.0, (total - step) / max(total - warmup, 1))
 
 
 def _atomic_dir(out: Path, fill) -> None:
@@ -286,6 +343,10 @@ def optimize(
     summed: tuple[str, ...] = (),
     dist=None,
     tracker=None,
+    batches=None,
+    schedule: str = "constant",
+    save_every: int = 0,
+    on_save=None,
 ) -> tuple[int, int, list[dict]]:
     """The optimisation loop ``train`` and ``distill`` share: shuffled length-bucketed
     micro-batches, linear warm-up, gradient accumulation and clipping, one ``log_path`` row
@@ -296,9 +357,12 @@ def optimize(
     ``micro_loss(rows) -> (loss, stats)``; the stats of a step are averaged over its
     micro-batches, except the ``summed`` keys. ``checkpoint_scope`` (JSON-able: the settings
     and data the run depends on) decides whether an existing checkpoint may be resumed.
-    Returns ``(steps, resumed_from, log rows)``. ``dist`` (:class:`.scaleout.Dist`) splits
-    each step's micro-batches over ``accelerate launch`` processes; None: one process.
-    ``tracker`` (:class:`.tracking.Tracker`) mirrors each logged row to a live tracker.
+    ``batches(rows, batch_size, rng)`` makes one epoch's micro-batches in the order they are
+    used (default: :func:`batch_order` ``("shuffle")``); ``schedule`` is :func:`lr_at`'s.
+    ``on_save(step)`` runs after every ``save_every``-th optimizer step (0: never).
+    ``dist`` (:class:`.scaleout.Dist`) splits each step's micro-batches over ``accelerate
+    launch`` processes; None: one process. ``tracker`` (:class:`.tracking.Tracker`) mirrors
+    each logged row to a live tracker. Returns ``(steps, resumed_from, log rows)``.
     """
     import torch
     from tqdm.auto import tqdm
@@ -311,7 +375,8 @@ def optimize(
     scope = json.dumps(checkpoint_scope, sort_keys=True, default=str)
     checkpoint_key = hashlib.sha256(scope.encode()).hexdigest()[:16]
     per_step = batch_size * grad_accum
-    steps = math.ceil(epochs * len(rows) / per_step)
+    batches = batches or batch_order("shuffle")
+    steps = scheduled = math.ceil(epochs * len(rows) / per_step)
     if max_steps is not None:
         steps = min(steps, max_steps)
     ckpt_args = {"model": model, "opt": opt, "params": params, "rng": rng, "rows": rows}
@@ -332,13 +397,13 @@ def optimize(
     )
     for step in range(start, steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, lr, warmup_steps)
+            g["lr"] = lr_at(step, lr, warmup_steps, schedule, scheduled)
         acc: dict[str, float] = {}
         seen: dict[str, int] = {}
         names: dict[str, None] = {}  # every statistic a micro-batch reports, in order
         for i in range(grad_accum):
-            if not order:
-                order = bucketed_batches(rows, batch_size, rng)
+            if not order:  # a stack: the next micro-batch is the last one
+                order = batches(rows, batch_size, rng)[::-1]
             micro = order.pop()
             if not dist.mine(i):  # another process's micro-batch (accelerate launch)
                 continue
@@ -382,6 +447,8 @@ def optimize(
                 tracker.log(record)
         bar.update(1)
         bar.set_postfix(postfix(acc))
+        if dist.main and save_every and (step + 1) % save_every == 0:
+            on_save(step + 1)
         if (
             dist.main
             and checkpoint_every
@@ -399,8 +466,18 @@ def remove_checkpoint(checkpoint: Path) -> None:
     shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-def train(run_dir: str | Path, cfg: RunConfig) -> dict:
-    """Train the adapter on ``run_dir/selection.jsonl``; returns the training summary."""
+def train(
+    run_dir: str | Path,
+    cfg: RunConfig,
+    *,
+    init_adapter: str | None = None,
+    ref_model: str | None = None,
+) -> dict:
+    """Train the adapter on ``run_dir/selection.jsonl``; returns the training summary.
+
+    ``init_adapter`` continues training a saved adapter instead of a fresh LoRA; ``ref_model``
+    (a model folder) is π_ref instead of ``cfg.model.model`` with the adapter off. Rounds use
+    both (:mod:`reasonmaxxer.rounds`)."""
     run_dir = Path(run_dir)
     t = cfg.train
     if not (run_dir / SELECTION).is_file():
@@ -432,6 +509,10 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         tracker = open_tracker(
             t.report_to, run_dir, name=f"train {run_dir.name}", config=to_dict(cfg)
         )
+    if t.dev:
+        from .checkpoints import check_dev_disjoint
+
+        check_dev_disjoint(cfg)
     torch.manual_seed(t.seed)
     rng = random.Random(t.seed)
     model, _, info = load_model(
@@ -442,7 +523,24 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
     )
     if dist.device is not None:
         model.to(dist.device)
-    model = lora_model(model, cfg)
+    if init_adapter:
+        from .models import apply_adapter
+
+        device = model.device
+        model = apply_adapter(model, init_adapter, is_trainable=True).to(device)
+    else:
+        model = lora_model(model, cfg)
+    ref = None
+    if ref_model:
+        ref, _, _ = load_model(
+            ref_model,
+            dtype=cfg.model.dtype,
+            trust_remote_code=cfg.model.trust_remote_code,
+            device=cfg.model.device,
+        )
+        ref.requires_grad_(False)
+        if dist.device is not None:
+            ref.to(dist.device)
     model.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -450,38 +548,72 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         [p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay
     )
 
+    scope = _checkpoint_scope(cfg, rows) + (
+        [init_adapter, ref_model] if init_adapter or ref_model else []
+    )
+    per_step = t.batch_size * t.grad_accum
+    save_every, on_save, snapshots = 0, None, None
+    if t.save_every_frac:
+        from . import checkpoints
+
+        snapshots = checkpoints.prepare(run_dir, cfg, scope)
+        save_every = checkpoints.snapshot_every(t.save_every_frac, len(rows), per_step)
+
+        def on_save(step: int) -> None:
+            out = checkpoints.step_dir(snapshots, step)
+            if not (out / "adapter_model.safetensors").is_file():  # a resumed run made it
+                save_adapter(model, out)
+
+    # A run killed while scoring its checkpoints goes straight back to scoring them.
+    trained = checkpoints.trained_steps(snapshots) if snapshots else None
     with Timer() as wall:
-        steps, start, _ = optimize(
-            model,
-            opt,
-            rows,
-            micro_loss=lambda micro: step_loss(model, build_batch(micro), cfg),
-            epochs=t.epochs,
-            max_steps=t.max_steps,
-            batch_size=t.batch_size,
-            grad_accum=t.grad_accum,
-            lr=t.lr,
-            warmup_steps=t.warmup_steps,
-            max_grad_norm=t.max_grad_norm,
-            rng=rng,
-            log_path=run_dir / "train_log.jsonl",
-            checkpoint=run_dir / CHECKPOINT,
-            checkpoint_every=t.checkpoint_every,
-            checkpoint_scope=_checkpoint_scope(cfg, rows),
-            desc="train",
-            postfix=lambda acc: {
-                "loss": f"{acc['loss']:.3f}",
-                "dec": f"{acc['loss_dec']:.3f}",
-                "kl": f"{acc['loss_anchor']:.4f}",
-            },
-            dist=dist,
-            tracker=tracker,
-        )
+        if trained is not None:
+            steps = start = trained
+        else:
+            steps, start, _ = optimize(
+                model,
+                opt,
+                rows,
+                micro_loss=lambda micro: step_loss(model, build_batch(micro), cfg, ref_model=ref),
+                epochs=t.epochs,
+                max_steps=t.max_steps,
+                batch_size=t.batch_size,
+                grad_accum=t.grad_accum,
+                lr=t.lr,
+                warmup_steps=t.warmup_steps,
+                max_grad_norm=t.max_grad_norm,
+                rng=rng,
+                log_path=run_dir / "train_log.jsonl",
+                checkpoint=run_dir / CHECKPOINT,
+                checkpoint_every=t.checkpoint_every,
+                checkpoint_scope=scope,
+                save_every=save_every,
+                on_save=on_save,
+                batches=batch_order(t.order),
+                schedule=t.schedule,
+                desc="train",
+                postfix=lambda acc: {
+                    "loss": f"{acc['loss']:.3f}",
+                    "dec": f"{acc['loss_dec']:.3f}",
+                    "kl": f"{acc['loss_anchor']:.4f}",
+                },
+                dist=dist,
+                tracker=tracker,
+            )
     if tracker is not None:
         tracker.finish()
+    chosen = None
     if dist.main:
-        save_adapter(model, run_dir / ADAPTER)
+        if trained is None:
+            save_adapter(model, run_dir / ADAPTER)
+        if snapshots is not None:
+            on_save(steps)  # the final adapter is a candidate too
+            checkpoints.mark_trained(snapshots, steps)
         remove_checkpoint(run_dir / CHECKPOINT)
+        if snapshots is not None:
+            chosen = checkpoints.score_and_choose(
+                run_dir, cfg, snapshots, steps_per_epoch=len(rows) / per_step
+            )
     summary = {
         "steps": steps,
         "rollouts": len(rows),
@@ -496,6 +628,7 @@ def train(run_dir: str | Path, cfg: RunConfig) -> dict:
         "wall_time_s": wall.seconds,
         "resumed_from_step": start,
         "model": info.to_dict(),
+        **({"checkpoint_choice": chosen} if chosen else {}),
     }
     if dist.world > 1:
         summary["processes"] = dist.world

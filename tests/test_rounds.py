@@ -1,0 +1,180 @@
+"""Iterated rounds: which models a round uses (by hand), ``--rounds 0``, and two rounds of the
+pipeline on a tiny model, killed between rounds and resumed."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+from test_pipeline import _sets
+
+from reasonmaxxer import pipeline
+from reasonmaxxer.cli import _stage_config, parse_sets
+from reasonmaxxer.io import iter_jsonl
+from reasonmaxxer.rounds import round_dir, round_models
+
+OUT = Path("/runs/x")
+
+
+@pytest.mark.parametrize(
+    "round_from, anchor, r, expected",
+    [
+        # adapter r-1 keeps training on the base; the base anchors: π_ref = adapter off
+        ("adapter", "base", 2, ("base", "/runs/x/adapter", "base", "/runs/x/adapter", None)),
+        # ... anchored to the previous policy instead, which must be loaded apart
+        (
+            "adapter",
+            "previous",
+            3,
+            (
+                "base",
+                "/runs/x/round2/adapter",
+                "base",
+                "/runs/x/round2/adapter",
+                "/runs/x/round3/policy",
+            ),
+        ),
+        # a fresh LoRA on the merged previous policy, anchored to it: π_ref = adapter off
+        (
+            "merged",
+            "previous",
+            3,
+            (
+                "/runs/x/round2/policy",
+                "/runs/x/round2/adapter",
+                "/runs/x/round3/policy",
+                None,
+                None,
+            ),
+        ),
+        # ... anchored to the base, which must be loaded apart
+        ("merged", "base", 2, ("base", "/runs/x/adapter", "/runs/x/round2/policy", None, "base")),
+    ],
+)
+def test_round_models_by_hand(round_from, anchor, r, expected):
+    m = round_models(OUT, r, base="base", round_from=round_from, anchor=anchor)
+    got = (m["prev_base"], m["prev_adapter"], m["train_base"], m["init_adapter"], m["ref"])
+    assert got == expected
+    assert m["policy"] == f"/runs/x/round{r}/policy"
+    assert round_dir(OUT, 1) == OUT and round_dir(OUT, 4) == OUT / "round4"
+
+
+def test_rounds_zero_is_one_error_line(tmp_path):
+    proc = run_cli("run", "--rounds", "0", "--out", tmp_path / "r")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --rounds must be >= 1; got 0"]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_two_rounds_killed_between_rounds_and_resumed(
+    tmp_path, digit_model_dir, cache_dir, monkeypatch
+):
+    from peft import PeftModel
+    from rich.console import Console
+
+    from reasonmaxxer.models import load_model
+
+    out = tmp_path / "run"
+    overrides = parse_sets(tuple(_sets(tmp_path)) + ("train.max_steps=3",))
+    overrides["model"]["model"] = str(digit_model_dir)
+    overrides["rounds"] = 2
+    cfg = _stage_config(None, None, overrides)
+
+    real_sample = pipeline.sample
+
+    def dies_in_round_2(run_dir, c):
+        if Path(run_dir).name == "round2":
+            raise KeyboardInterrupt
+        return real_sample(run_dir, c)
+
+    monkeypatch.setattr(pipeline, "sample", dies_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, out)
+    assert (out / "adapter").is_dir() and (out / "round2" / "policy" / "config.json").is_file()
+    assert not (out / "round2" / "rollouts.jsonl").exists()
+    monkeypatch.setattr(pipeline, "sample", real_sample)
+
+    buf = io.StringIO()
+    manifest = pipeline.run(cfg, out, console=Console(file=buf, width=200))
+    log = buf.getvalue()
+    for name in ("sample", "select", "train", "eval_base", "eval_adapter", "round2/policy"):
+        assert f"{name}: done already, skipped" in log
+    for name in ("round2/sample", "round2/select", "round2/train", "round2/eval_adapter"):
+        assert f"{name}: done already" not in log
+
+    # Round 2 sampled from base + the round-1 adapter: its policy folder is exactly that merge.
+    base, _, _ = load_model(str(digit_model_dir))
+    merged = PeftModel.from_pretrained(base, str(out / "adapter")).merge_and_unload()
+    policy, _, _ = load_model(str(out / "round2" / "policy"))
+    want, got = merged.state_dict(), policy.state_dict()
+    assert want.keys() == got.keys()
+    assert any(
+        not torch.equal(want[k], base_w)
+        for k, base_w in load_model(str(digit_model_dir))[0].state_dict().items()
+    )
+    for k in want:
+        assert torch.allclose(want[k], got[k], atol=1e-6), k
+    rollouts = list(iter_jsonl(out / "round2" / "rollouts.jsonl"))
+    assert len(rollouts) == 6 * 4
+    sample_json = json.loads((out / "round2" / "sample.json").read_text())
+    assert sample_json["settings"]["model"] == str(out / "round2" / "policy")
+
+    # One manifest entry per round, the comparison of each against the same base eval.
+    assert [e["round"] for e in manifest["rounds"]] == [1, 2]
+    assert manifest["rounds"][0]["comparison"] == manifest["comparison"]
+    r2 = json.loads((out / "round2" / "round.json").read_text())
+    assert r2["comparison"] == manifest["rounds"][1]["comparison"]
+    assert r2["counts"]["train_steps"] == 3
+    assert {"round2/sample", "round2/train", "round2/eval_adapter"} <= set(manifest["stages"])
+    # round 2 continued the round-1 adapter (same rank), trained further
+    a1 = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    a2 = json.loads((out / "round2" / "adapter" / "adapter_config.json").read_text())
+    assert a1["r"] == a2["r"] == 4
+
+    # Another round setting re-trains round 2 only: a fresh LoRA on the merged policy, with the
+    # base loaded apart as π_ref.
+    cfg2 = _stage_config(None, None, {**overrides, "round_from": "merged"})
+    buf = io.StringIO()
+    pipeline.run(cfg2, out, console=Console(file=buf, width=200))
+    log = buf.getvalue()
+    for name in ("round2/policy", "round2/sample", "round2/select"):
+        assert f"{name}: done already, skipped" in log
+    for name in ("round2/train", "round2/eval_adapter"):
+        assert f"{name}: done already" not in log
+    r2 = json.loads((out / "round2" / "round.json").read_text())
+    assert r2["models"]["ref"] == str(digit_model_dir)
+
+
+def test_report_shows_accuracy_per_round_and_checkpoint_scores():
+    from reasonmaxxer.report import _rounds_and_checkpoints
+
+    def comp(base, adapter):
+        return {"arith-l2-eval": {"base_pass@1": base, "adapter_pass@1": adapter}}
+
+    manifest = {
+        "rounds": [
+            {"round": 1, "comparison": comp(0.348, 0.494)},
+            {"round": 2, "comparison": comp(0.348, 0.512)},
+        ],
+        "checkpoints": {
+            "dev": "arith:level=2,n=53,split=dev",
+            "chosen_step": 12,
+            "checkpoints": [
+                {"step": 6, "epoch": 0.15, "dev_pass@1": 0.4, "n": 53},
+                {"step": 12, "epoch": 0.3, "dev_pass@1": 0.5, "n": 53},
+            ],
+        },
+    }
+    html = _rounds_and_checkpoints(manifest)
+    rows = html.split("<tr>")
+    assert "<td>base</td><td>34.8%</td>" in rows[2]
+    assert "<td>round 1</td><td>49.4%</td>" in rows[3]
+    assert "<td>round 2</td><td>51.2%</td>" in rows[4]
+    assert "<td>12 (kept)</td><td>0.30</td><td>50.0%</td><td>53</td>" in html
+    assert "<td>6</td><td>0.15</td><td>40.0%</td>" in html
+    assert _rounds_and_checkpoints({}) == ""
