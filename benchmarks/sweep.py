@@ -28,10 +28,11 @@ from pathlib import Path
 
 import yaml
 
+from reasonmaxxer.comparison import compare
 from reasonmaxxer.config import RunConfig, build_run_config, from_dict, merge, to_dict
 from reasonmaxxer.evaluation import evaluate
 from reasonmaxxer.io import append_jsonl, atomic_write_text, iter_jsonl
-from reasonmaxxer.pipeline import check_disjoint, compare
+from reasonmaxxer.pipeline import check_disjoint
 from reasonmaxxer.sampling import sample
 from reasonmaxxer.selection import select
 from reasonmaxxer.training import ADAPTER, train

@@ -29,9 +29,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from reasonmaxxer.comparison import compare
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.io import atomic_write_json, atomic_write_text, read_json
-from reasonmaxxer.pipeline import compare
 from reasonmaxxer.runinfo import provenance
 from reasonmaxxer.stats import format_p
 

@@ -57,9 +57,10 @@ def test_every_stage_runs_on_cuda(tmp_path, digit_model_dir, cache_dir):
 
 def test_entropies_and_step_loss_match_the_cpu(digit_model_dir):
     from reasonmaxxer.config import build_run_config
+    from reasonmaxxer.engine import build_batch, completion_logits
     from reasonmaxxer.losses import entropy_from_logits
     from reasonmaxxer.models import load_model
-    from reasonmaxxer.training import build_batch, completion_logits, lora_model, step_loss
+    from reasonmaxxer.training import lora_model, step_loss
 
     rows = [
         {

@@ -162,9 +162,10 @@ def test_whole_sequence_anchors_the_prompt_by_hand():
 
 
 def test_step_loss_kl_over_the_prompt(tiny_model_dir):
+    from reasonmaxxer.engine import completion_logits
     from reasonmaxxer.losses import kl_ref_to_policy
     from reasonmaxxer.models import load_model
-    from reasonmaxxer.training import completion_logits, lora_model, step_loss
+    from reasonmaxxer.training import lora_model, step_loss
 
     model, tok, _ = load_model(str(tiny_model_dir))
     rows = []

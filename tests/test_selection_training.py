@@ -12,6 +12,7 @@ import torch
 
 from reasonmaxxer import models
 from reasonmaxxer.config import build_run_config
+from reasonmaxxer.engine import build_batch
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import iter_jsonl
 from reasonmaxxer.losses import selective_log_softmax
@@ -25,7 +26,6 @@ from reasonmaxxer.selection import (
     pass_rates,
     select,
 )
-from reasonmaxxer.training import build_batch
 
 # --------------------------------------------------------------------------- build_batch
 

@@ -529,7 +529,7 @@ def forced_logits(model, rows: list[dict], device=None):
     completion token j is predicted by ``logits[i, T - n_i + j]`` (``T`` = longest
     completion, ``n_i`` = row i's completion length). Only the last ``T + 1`` positions go
     through the LM head."""
-    from .training import build_batch, completion_logits
+    from .engine import build_batch, completion_logits
 
     logits = completion_logits(model, build_batch(rows))
     return logits

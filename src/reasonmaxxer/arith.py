@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import product
 
-from .data import Problem
 from .errors import UserError
+from .problem import Problem
 
 LEVELS = (1, 2, 3, 4, 5)
 SPLITS = ("train", "eval", "dev", "test", "all")

@@ -106,7 +106,8 @@ def score_and_choose(run_dir: Path, cfg: RunConfig, folder: Path, *, steps_per_e
     """Score every saved checkpoint on the dev split, write ``checkpoints.json`` and copy the
     best to ``adapter/``; returns that record."""
     from .evaluation import evaluate
-    from .training import ADAPTER, _atomic_dir
+    from .io import atomic_dir
+    from .training import ADAPTER
 
     dev_cfg = dev_config(cfg)
     rows = []
@@ -132,7 +133,7 @@ def score_and_choose(run_dir: Path, cfg: RunConfig, folder: Path, *, steps_per_e
             if f.is_file():  # the adapter files, not the dev/ results
                 shutil.copy2(f, tmp / f.name)
 
-    _atomic_dir(run_dir / ADAPTER, fill)
+    atomic_dir(run_dir / ADAPTER, fill)
     out = {"dev": cfg.train.dev, "chosen_step": best, "checkpoints": rows}
     atomic_write_json(run_dir / "checkpoints.json", out)
     return out

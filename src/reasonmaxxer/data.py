@@ -31,25 +31,12 @@ import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from .errors import UserError
 from .io import iter_jsonl
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One question with its reference answer; ``benchmark`` is the name it was loaded under."""
-
-    id: str
-    problem: str
-    answer: str
-    benchmark: str
-    solution: str | None = None
-    meta: dict = field(default_factory=dict, compare=False, hash=False)
-
+from .problem import Problem
 
 BUNDLED: dict[str, str] = {
     "gsm8k": "gsm8k_test.jsonl",
@@ -248,7 +235,7 @@ def _load(spec: str, limit: int | None) -> tuple[str, list[Problem]]:
         with resources.as_file(ref) as path:
             return spec, _load_jsonl(Path(path), spec, limit)
     if _is_arith(spec):
-        from . import arith  # arith imports Problem from here
+        from . import arith
 
         p = arith.parse_spec(spec)
         n = p["n"]

@@ -377,8 +377,8 @@ def distill_step(model, batch: dict, t_lp, t_ids, *, autocast: bool):
     completion tokens (top-k + tail bucket)."""
     import torch
 
+    from .engine import completion_logits
     from .losses import masked_mean, topk_tail_kl
-    from .training import completion_logits
 
     device = model.device
     ctx = torch.autocast(
@@ -410,9 +410,10 @@ def train_student(cfg: DistillConfig, rows: list[dict], ids, logprobs, out: Path
     import torch
 
     from .config import RunConfig, TrainConfig
+    from .engine import build_batch
     from .models import load_model
     from .runinfo import Timer
-    from .training import build_batch, lora_model, optimize, remove_checkpoint, save_adapter
+    from .training import lora_model, optimize, remove_checkpoint, save_adapter
 
     rows = [{**r, "decision": [], "advantage": 0.0} for r in rows if r["length"] > 0]
     if not rows:

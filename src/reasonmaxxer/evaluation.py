@@ -13,10 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 from .config import EvalConfig, ModelConfig, PromptConfig, to_dict
-from .data import Problem, load_benchmarks
+from .data import load_benchmarks
 from .generation import Completion, SamplingParams, make_generator
 from .grading import grade
 from .io import atomic_write_json, atomic_write_jsonl
+from .problem import Problem
 from .prompting import build_prompt
 from .runinfo import Timer, provenance
 from .stats import bootstrap_mean_ci, pass_at_k, wilson_interval

@@ -11,6 +11,7 @@ import fcntl
 import gzip
 import json
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -118,6 +119,20 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
         yield row
+
+
+def atomic_dir(out: str | os.PathLike, fill) -> None:
+    """Build a folder with ``fill(tmp)`` next to ``out``, then swap it in: readers see the old
+    folder or the whole new one."""
+    out = Path(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        fill(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 LOCK = ".lock"

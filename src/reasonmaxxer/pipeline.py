@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from pathlib import Path
 
+from .comparison import compare
 from .config import RunConfig, dump_yaml, from_dict, identity, load_yaml, to_dict
 from .data import benchmark_fingerprints, load_benchmark, load_benchmarks
 from .errors import UserError
 from .evaluation import evaluate
-from .io import atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from .io import atomic_write_json, atomic_write_text, read_json
 from .models import model_fingerprint
 from .runinfo import Timer, peak_gpu_mib, peak_rss_mib, provenance
 from .sampling import ROLLOUTS, check_resumable, sample
 from .selection import select
-from .stats import format_p, mcnemar_exact, paired_bootstrap
+from .stats import format_p
 from .training import ADAPTER, train
 
 
@@ -46,47 +46,6 @@ def check_disjoint(cfg: RunConfig) -> int:
 
     check_dev_disjoint(cfg)
     return overlap
-
-
-def compare(base_dir: Path, adapter_dir: Path, *, seed: int = 0) -> dict:
-    """Paired base-vs-adapter tests per benchmark from the two ``samples.jsonl`` files.
-
-    Greedy pass@1: exact McNemar. avg@k (when sampled): paired bootstrap over problems.
-    """
-
-    def load(d: Path):
-        greedy: dict[tuple[str, str], bool] = {}
-        sampled: dict[tuple[str, str], list[bool]] = defaultdict(list)
-        for r in iter_jsonl(d / "samples.jsonl"):
-            key = (r["benchmark"], r["id"])
-            if r["sample"] == "greedy":
-                greedy[key] = r["correct"]
-            else:
-                sampled[key].append(r["correct"])
-        return greedy, sampled
-
-    bg, bs = load(base_dir)
-    ag, as_ = load(adapter_dir)
-    out = {}
-    for bench in sorted({b for b, _ in bg}):
-        keys = [k for k in bg if k[0] == bench and k in ag]
-        base = [bg[k] for k in keys]
-        new = [ag[k] for k in keys]
-        entry = {
-            "n": len(keys),
-            "base_pass@1": sum(base) / len(keys),
-            "adapter_pass@1": sum(new) / len(keys),
-            "pass@1_mcnemar": mcnemar_exact(base, new),
-        }
-        skeys = [k for k in keys if bs.get(k) and as_.get(k)]
-        if skeys:
-            b = [sum(bs[k]) / len(bs[k]) for k in skeys]
-            a = [sum(as_[k]) / len(as_[k]) for k in skeys]
-            entry["base_avg@k"] = sum(b) / len(b)
-            entry["adapter_avg@k"] = sum(a) / len(a)
-            entry["avg@k_bootstrap"] = paired_bootstrap(b, a, seed=seed)
-        out[bench] = entry
-    return out
 
 
 def check_resume(cfg: RunConfig, out: Path) -> None:

@@ -184,7 +184,7 @@ class RunDir:
             return self.manifest["comparison"]
         dirs = self.eval_dirs
         if all(k in dirs and (dirs[k] / "samples.jsonl").is_file() for k in ("base", "adapter")):
-            from .pipeline import compare
+            from .comparison import compare
 
             seed = int(self.section("eval").get("seed", 0) or 0)
             return compare(dirs["base"], dirs["adapter"], seed=seed)

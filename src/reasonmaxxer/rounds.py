@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import atomic_write_text
-from .training import ADAPTER, _atomic_dir
+from .io import atomic_dir, atomic_write_text
+from .training import ADAPTER
 
 ROUND_FROM = ("adapter", "merged")
 ROUND_ANCHOR = ("base", "previous")
@@ -80,5 +80,5 @@ def materialise_policy(
         atomic_write_text(tmp / "POLICY.txt", f"base: {base}\nadapter: {adapter}\n")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_dir(out, fill)
+    atomic_dir(out, fill)
     return {"base": base, "adapter": adapter, "n_params": info.n_params}

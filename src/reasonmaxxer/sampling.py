@@ -15,11 +15,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from .config import RunConfig
-from .data import Problem, load_benchmark
+from .data import load_benchmark
 from .errors import UserError
 from .generation import SamplingParams, make_generator
 from .grading import grade
 from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
+from .problem import Problem
 from .prompting import build_prompt
 from .runinfo import Timer
 

@@ -166,8 +166,8 @@ def entropy_rows(model, batch: list[dict], precision: str, key: str) -> list[dic
     import torch
 
     from .devices import autocast
+    from .engine import build_batch, completion_logits
     from .losses import entropy_from_logits
-    from .training import build_batch, completion_logits
 
     with torch.inference_mode():
         # Left padding: the last T + 1 logits cover every completion token, so the LM head

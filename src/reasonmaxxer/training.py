@@ -16,57 +16,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 from .config import RunConfig, identity, to_dict
+from .engine import build_batch, completion_logits
 from .errors import UserError
-from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
+from .io import (
+    append_jsonl,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    iter_jsonl,
+    read_json,
+)
 from .runinfo import Timer
 from .selection import SELECTION, SELECTION_KEYS, read_rows
 
 ADAPTER = "adapter"
 CHECKPOINT = "train_checkpoint"
-
-
-def build_batch(rows: list[dict]):
-    """Left-padded inputs and target-aligned masks for a micro-batch.
-
-    Left padding lines every completion up against the right edge, so the last ``T + 1``
-    logits (``T`` = longest completion) cover every scored position and the LM head never
-    runs over prompt tokens. Returns tensors: ``input_ids``/``attention_mask``/``position_ids``
-    [B, L]; ``targets`` [B, T] (the last T tokens); ``completion``/``decision`` [B, T] bool
-    (prompt and padding positions carry no loss); ``advantages`` [B]; ``keep`` = T + 1.
-    """
-    import torch
-
-    seqs = [r["prompt_ids"] + r["completion_ids"] for r in rows]
-    width = max(len(s) for s in seqs)
-    t_max = max(len(r["completion_ids"]) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    completion = torch.zeros((len(rows), t_max), dtype=torch.bool)
-    decision = torch.zeros((len(rows), t_max), dtype=torch.bool)
-    for i, (r, s) in enumerate(zip(rows, seqs, strict=True)):
-        ids[i, width - len(s) :] = torch.tensor(s)
-        attn[i, width - len(s) :] = 1
-        start = t_max - len(r["completion_ids"])  # target index of completion token 0
-        completion[i, start:] = True
-        for j in r["decision"]:
-            decision[i, start + j] = True
-    return {
-        "input_ids": ids,
-        "attention_mask": attn,
-        "position_ids": (attn.cumsum(-1) - 1).clamp(min=0),
-        "targets": ids[:, width - t_max :],
-        "completion": completion,
-        "decision": decision,
-        "advantages": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
-        "keep": t_max + 1,
-    }
 
 
 def bucketed_batches(
@@ -131,19 +100,6 @@ def lora_model(model, cfg: RunConfig):
         model, r=t.lora_r, alpha=t.lora_alpha, dropout=t.lora_dropout, targets=t.lora_targets
     )
     return get_peft_model(model, config)
-
-
-def completion_logits(model, batch: dict):
-    """Forward a :func:`build_batch` batch; returns logits ``[B, T, V]`` where
-    ``logits[:, t]`` scores ``batch["targets"][:, t]``. Only the last ``T + 1`` positions go
-    through the LM head."""
-    device = model.device
-    return model(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        position_ids=batch["position_ids"].to(device),
-        logits_to_keep=batch["keep"],
-    ).logits[:, :-1]
 
 
 def whole_sequence(batch: dict) -> dict:
@@ -236,21 +192,9 @@ def lr_at(
     return base_lr * max(0.0, (total - step) / max(total - warmup, 1))
 
 
-def _atomic_dir(out: Path, fill) -> None:
-    """Build a folder with ``fill(tmp)`` next to ``out``, then swap it in."""
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        fill(tmp)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def save_adapter(model, out: Path) -> None:
     """Save the PEFT adapter atomically (safetensors + adapter_config.json)."""
-    _atomic_dir(out, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
+    atomic_dir(out, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
 
 
 def _checkpoint_scope(cfg: RunConfig, rows: list[dict]) -> list:
@@ -289,7 +233,7 @@ def save_checkpoint(out: Path, *, model, opt, params, step, rng, order, rows, ke
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
         atomic_write_json(tmp / "meta.json", meta)
 
-    _atomic_dir(out, fill)
+    atomic_dir(out, fill)
 
 
 def load_checkpoint(path: Path, *, model, opt, params, rng, rows, key) -> tuple[int, list]:
