@@ -233,6 +233,12 @@ def eos_ids_of(generation_eos, tokenizer) -> list[int]:
     return eos
 
 
+def _tqdm_disabled() -> bool:
+    import os
+
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+
+
 class VLLMGenerator:
     """vLLM generation (``LLM.generate``) on a GPU or on vLLM's CPU build.
 
@@ -353,7 +359,8 @@ class VLLMGenerator:
             [TokensPrompt(prompt_token_ids=ids) for ids in encoded],
             sps,
             lora_request=lora,
-            use_tqdm=True,
+            # vLLM's own bar divides by its elapsed time, which is 0 under TQDM_DISABLE=1
+            use_tqdm=not _tqdm_disabled(),
         )
         results = []
         stats = GenStats()
