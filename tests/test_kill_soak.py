@@ -35,8 +35,21 @@ BUDGET_S = 240  # per command: past it, the remaining kills are skipped (and rep
 pytestmark = pytest.mark.slow
 
 
+def _fresh_tqdm_lock() -> None:
+    """Replace tqdm's global write lock, which a thread of the parent (tqdm's monitor, a bar)
+    may have held at the moment of the fork: inherited locked, it would hang the child."""
+    import threading
+
+    from tqdm.std import TqdmDefaultWriteLock, tqdm
+
+    TqdmDefaultWriteLock.th_lock = threading.RLock()
+    TqdmDefaultWriteLock.mp_lock = None
+    tqdm.set_lock(TqdmDefaultWriteLock())
+
+
 def _child(argv: list[str], log: str, env: dict[str, str]) -> None:
     """Run the CLI as ``reasonmaxxer ARGV`` in this forked process and exit with its code."""
+    _fresh_tqdm_lock()
     os.environ.update(env)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -61,6 +74,14 @@ def _child(argv: list[str], log: str, env: dict[str, str]) -> None:
 
 class Runner:
     def __init__(self, tmp: Path, cache: Path):
+        from tqdm import tqdm
+
+        # No tqdm monitor thread in this process: it takes tqdm's lock now and then, and a
+        # fork at that moment would copy the lock held (see _fresh_tqdm_lock).
+        tqdm.monitor_interval = 0
+        if tqdm.monitor is not None:
+            tqdm.monitor.exit()
+            tqdm.monitor = None
         self.ctx = multiprocessing.get_context("fork")
         self.log = tmp / "soak.log"
         self.env = {
