@@ -17,14 +17,14 @@ from reasonmaxxer.cli import _stage_config, parse_sets
 from reasonmaxxer.io import iter_jsonl
 from reasonmaxxer.rounds import round_dir, round_models
 
-OUT = Path("/runs/x")
+OUT = Path("runs/x")
 
 
 @pytest.mark.parametrize(
     "round_from, anchor, r, expected",
     [
         # adapter r-1 keeps training on the base; the base anchors: π_ref = adapter off
-        ("adapter", "base", 2, ("base", "/runs/x/adapter", "base", "/runs/x/adapter", None)),
+        ("adapter", "base", 2, ("base", "runs/x/adapter", "base", "runs/x/adapter", None)),
         # ... anchored to the previous policy instead, which must be loaded apart
         (
             "adapter",
@@ -32,10 +32,10 @@ OUT = Path("/runs/x")
             3,
             (
                 "base",
-                "/runs/x/round2/adapter",
+                "runs/x/round2/adapter",
                 "base",
-                "/runs/x/round2/adapter",
-                "/runs/x/round3/policy",
+                "runs/x/round2/adapter",
+                "runs/x/round3/policy",
             ),
         ),
         # a fresh LoRA on the merged previous policy, anchored to it: π_ref = adapter off
@@ -44,22 +44,22 @@ OUT = Path("/runs/x")
             "previous",
             3,
             (
-                "/runs/x/round2/policy",
-                "/runs/x/round2/adapter",
-                "/runs/x/round3/policy",
+                "runs/x/round2/policy",
+                "runs/x/round2/adapter",
+                "runs/x/round3/policy",
                 None,
                 None,
             ),
         ),
         # ... anchored to the base, which must be loaded apart
-        ("merged", "base", 2, ("base", "/runs/x/adapter", "/runs/x/round2/policy", None, "base")),
+        ("merged", "base", 2, ("base", "runs/x/adapter", "runs/x/round2/policy", None, "base")),
     ],
 )
 def test_round_models_by_hand(round_from, anchor, r, expected):
     m = round_models(OUT, r, base="base", round_from=round_from, anchor=anchor)
     got = (m["prev_base"], m["prev_adapter"], m["train_base"], m["init_adapter"], m["ref"])
     assert got == expected
-    assert m["policy"] == f"/runs/x/round{r}/policy"
+    assert m["policy"] == f"runs/x/round{r}/policy"
     assert round_dir(OUT, 1) == OUT and round_dir(OUT, 4) == OUT / "round4"
 
 

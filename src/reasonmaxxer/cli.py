@@ -86,14 +86,18 @@ def _stage_config(
     return from_dict(RunConfig, data)
 
 
-def _preflight(model_cfg: ModelConfig, *, adapter: str | None = None) -> None:
+def _preflight(
+    model_cfg: ModelConfig, *, adapter: str | None = None, check_model: bool = True
+) -> None:
     """Everything about the model that can be checked before it loads (seconds, not minutes):
-    the device (`--device cuda` without CUDA), the model spec, the adapter, the threads."""
+    the device (`--device cuda` without CUDA), the model spec (unless ``check_model`` is off:
+    a stage that may not load the model at all), the adapter, the threads."""
     from .devices import resolve_device
     from .models import check_adapter_dir, check_model_spec
 
     resolve_device(model_cfg.device)
-    check_model_spec(model_cfg.model)
+    if check_model:
+        check_model_spec(model_cfg.model)
     if adapter is not None:
         check_adapter_dir(adapter)
     set_threads(model_cfg.threads)
@@ -210,10 +214,7 @@ def select_cmd(run_dir, config, **kw) -> None:
     cfg = _stage_config(
         run_dir, config, {"select": pick(SelectConfig, kw), "model": pick(ModelConfig, kw)}
     )
-    from .devices import resolve_device
-
-    resolve_device(cfg.model.device)
-    set_threads(cfg.model.threads)  # the model loads only if entropies are missing
+    _preflight(cfg.model, check_model=False)  # the model loads only if entropies are missing
     with run_lock(run_dir, create=False):
         s = select(run_dir, cfg)
         _save_config(run_dir, cfg)  # only once the selection is made with it
