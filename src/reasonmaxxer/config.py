@@ -81,9 +81,11 @@ class ModelConfig:
         "float32", "weights dtype for training and scoring", ("float32", "bfloat16", "float16")
     )
     gen_dtype: str = _f(
-        "bfloat16",
-        "weights dtype for generation (bf16 is ~2x faster on AVX512-BF16 CPUs)",
-        ("float32", "bfloat16", "float16"),
+        "auto",
+        "weights dtype for generation: auto = bfloat16 where the device runs it natively (a "
+        "GPU, an AVX512-BF16/AMX CPU; ~2x faster there), else float32 (emulated bf16 is ~100x "
+        "slower)",
+        ("auto", "float32", "bfloat16", "float16"),
     )
     backend: str = _f(
         "auto",
@@ -225,7 +227,9 @@ class SelectConfig:
     )
     batch_size: int = _f(16, "rollouts per teacher-forced forward pass")
     autocast: str = _f(
-        "bfloat16", "mixed precision for the entropy forward pass", ("bfloat16", "off")
+        "auto",
+        "mixed precision for the entropy forward pass (auto: bfloat16 where native, else off)",
+        ("auto", "bfloat16", "off"),
     )
     seed: int = _f(0, "seed for the random gate")
     advantages: str = _f(
@@ -290,9 +294,10 @@ class TrainConfig:
     )
     max_grad_norm: float = _f(1.0, "gradient clipping")
     autocast: str = _f(
-        "bfloat16",
-        "mixed precision for forward passes (~2.5x faster on AVX512-BF16 CPUs)",
-        ("bfloat16", "off"),
+        "auto",
+        "mixed precision for forward passes: auto = bfloat16 where the device runs it natively "
+        "(~2.5x faster on AVX512-BF16 CPUs), else off",
+        ("auto", "bfloat16", "off"),
     )
     lora_r: int = _f(32, "LoRA rank")
     lora_alpha: int = _f(64, "LoRA alpha")
@@ -385,6 +390,20 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         _check(self.rounds >= 1, f"--rounds must be >= 1; got {self.rounds}")
+        self.resolve_precision()
+
+    def resolve_precision(self) -> None:
+        """``auto`` precisions become what this machine runs natively (see
+        :func:`~reasonmaxxer.devices.native_bf16`), so the run folder's config.yaml and every
+        stage key name the dtype that was actually used."""
+        from .devices import resolve_precision
+
+        if "auto" not in (self.model.gen_dtype, self.select.autocast, self.train.autocast):
+            return
+        device = self.model.device
+        self.model.gen_dtype = resolve_precision(self.model.gen_dtype, device, fallback="float32")
+        self.select.autocast = resolve_precision(self.select.autocast, device, fallback="off")
+        self.train.autocast = resolve_precision(self.train.autocast, device, fallback="off")
 
 
 SECTIONS = {

@@ -88,7 +88,10 @@ class DistillConfig(AnalysisConfig):
     grad_accum: int = _field(2, "forward passes per optimizer step")
     warmup_steps: int = _field(5, "linear learning-rate warm-up")
     max_grad_norm: float = _field(1.0, "gradient clipping")
-    autocast: str = _field("bfloat16", "mixed precision of the training forward (bfloat16 | off)")
+    autocast: str = _field(
+        "auto",
+        "mixed precision of the training forward (auto | bfloat16 | off; auto: where native)",
+    )
     seed: int = _field(0, "rollout sampling / adapter init / shuffling seed")
     checkpoint_every: int = _field(
         20, "save a resumable training checkpoint every N optimizer steps (0: never)"
@@ -122,7 +125,10 @@ class DistillConfig(AnalysisConfig):
             self.train_batch_size >= 1 and self.grad_accum >= 1 and self.gen_batch_size >= 1,
             "batch sizes and --grad-accum must be >= 1",
         )
-        _check(self.autocast in ("bfloat16", "off"), "--autocast: bfloat16 or off")
+        _check(self.autocast in ("auto", "bfloat16", "off"), "--autocast: auto, bfloat16 or off")
+        from .devices import resolve_precision
+
+        self.autocast = resolve_precision(self.autocast, self.device, fallback="off")
         _check(self.backend in ("auto", "hf", "vllm"), "--backend: auto, hf or vllm")
         _check(
             self.report_to in ("none", "trackio", "wandb", "tensorboard"),

@@ -108,8 +108,8 @@ class GRPORunConfig:
     )
     autocast: str = _f(
         _TRAIN.autocast,
-        "mixed precision for training and eval (bf16 autocast, fp32 weights)",
-        ("bfloat16", "off"),
+        "mixed precision for training and eval (bf16 autocast, fp32 weights; auto: where native)",
+        ("auto", "bfloat16", "off"),
     )
     gradient_checkpointing: bool = _f(
         False, "trade compute for memory (TRL turns it on by default; off is faster)"
@@ -128,6 +128,12 @@ class GRPORunConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        from .devices import resolve_precision
+
+        self.autocast = resolve_precision(self.autocast, self.model.device, fallback="off")
+        self.model.gen_dtype = resolve_precision(
+            self.model.gen_dtype, self.model.device, fallback="float32"
+        )
         _check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
         _check(self.num_generations >= 2, "--num-generations must be >= 2 (GRPO compares a group)")
         _check(

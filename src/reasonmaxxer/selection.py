@@ -165,7 +165,7 @@ def entropy_rows(model, batch: list[dict], precision: str, key: str) -> list[dic
     every process that scores a given batch writes the same rows."""
     import torch
 
-    from .devices import autocast
+    from .devices import autocast, bf16_autocast_on
     from .engine import build_batch, completion_logits
     from .losses import entropy_from_logits
 
@@ -173,9 +173,10 @@ def entropy_rows(model, batch: list[dict], precision: str, key: str) -> list[dic
         # Left padding: the last T + 1 logits cover every completion token, so the LM head
         # never runs over prompt positions.
         x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
-        with autocast(model, enabled=precision == "bfloat16"):
+        with autocast(model, enabled=bf16_autocast_on(precision, model)):
             logits = completion_logits(model, x)  # [B, T, V]
-        h = entropy_from_logits(logits.float())  # [B, T] nats
+        # float32 a few rows at a time: the entropy's temporaries never hold [B, T, V] floats
+        h = torch.cat([entropy_from_logits(part.float()) for part in logits.split(4)])  # [B, T]
     t_max = h.shape[1]
     out = []
     for i, r in enumerate(batch):

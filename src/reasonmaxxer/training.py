@@ -129,14 +129,14 @@ def step_loss(model, batch: dict, cfg: RunConfig, ref_model=None):
     anchors to another policy than the one the adapter sits on)."""
     import torch
 
-    from .devices import autocast, to_device
+    from .devices import autocast, bf16_autocast_on, to_device
     from .losses import kl_ref_to_policy, reasonmaxxer_loss, selective_log_softmax
 
     t = cfg.train
     batch = to_device(batch, model.device)
     if t.kl_scope == "all":
         batch = whole_sequence(batch)
-    on = t.autocast == "bfloat16"
+    on = bf16_autocast_on(t.autocast, model)
     if ref_model is None:
         with torch.no_grad(), model.disable_adapter(), autocast(model, enabled=on):
             ref_logits = completion_logits(model, batch).float()  # [B, T, V]
