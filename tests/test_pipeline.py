@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import resource
 
 import pytest
 import yaml
@@ -105,9 +106,11 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     # manifest.json with the comparison, checked against the two samples.jsonl files.
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"]) == set(STAGES)
-    # peak RSS is the process's running maximum, recorded after each stage
+    # each stage's own peak RSS (the window is reset before it): all positive, and no stage
+    # reports more than the whole process ever held
     rss = [manifest["stages"][s]["peak_rss_mib"] for s in STAGES]
-    assert rss[0] > 0 and rss == sorted(rss)
+    whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert all(0 < r <= whole + 1 for r in rss)
     assert manifest["counts"]["train_steps"] == 2
     assert manifest["counts"]["problems_kept"] == len(kept)
     assert manifest["counts"]["rollouts"] == 24

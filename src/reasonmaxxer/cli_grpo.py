@@ -15,7 +15,9 @@ from .io import run_lock
 @click.command("grpo")
 @config_options(GRPORunConfig, defaults=to_dict(build_grpo_config()))
 @click.option("--model", default=None, help="model: 'default', a HF id, a folder or a .gguf")
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+@click.option(
+    "--threads", type=int, default=None, help="torch CPU threads (default: the free cores)"
+)
 @click.option(
     "--config",
     "config",

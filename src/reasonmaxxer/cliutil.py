@@ -112,12 +112,17 @@ def check_run_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def set_threads(threads: int | None) -> None:
-    """``torch.set_num_threads`` for ``--threads``; None keeps torch's default (all cores)."""
-    if threads is None:
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UserError(f"--threads must be >= 1 (omit it to use all cores); got {threads!r}")
+def set_threads(threads: int | None) -> int:
+    """``torch.set_num_threads`` for ``--threads``; None: the cores other work leaves free
+    right now (:func:`~reasonmaxxer.devices.free_cores`). Returns the number set."""
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise UserError(f"--threads must be >= 1 (omit it to use the free cores); got {threads!r}")
     import torch
 
+    from .devices import free_cores
+
+    threads = threads or free_cores()
     torch.set_num_threads(threads)
+    return threads

@@ -117,3 +117,42 @@ def bf16_autocast_on(spec: str, model_or_device: Any) -> bool:
     if spec == "auto":
         return native_bf16(str(device_of(model_or_device)))
     return spec == "bfloat16"
+
+
+def busy_cores(before: list[int], after: list[int]) -> float:
+    """The busy share of the machine between two samples of ``/proc/stat``'s ``cpu`` line
+    (jiffies: user nice system idle iowait irq softirq steal ...), in [0, 1]: non-idle time
+    over elapsed time, summed over cores (the caller multiplies by the core count)."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent[:8])
+    idle = spent[3] + spent[4]  # idle + iowait
+    return 0.0 if total <= 0 else min(1.0, max(0.0, 1 - idle / total))
+
+
+def _cpu_jiffies() -> list[int]:
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def free_cores(sample_s: float = 0.25) -> int:
+    """Cores this process may use that other work is not using right now (at least 1).
+
+    Measured from ``/proc/stat`` over ``sample_s`` seconds before any work starts; without
+    ``/proc`` (macOS, Windows) every usable core counts as free. Why it matters: with one of
+    two cores busy, decoding with 2 threads ran at 52 tok/s and with 1 thread at 140 tok/s
+    (SmolLM2-135M, batch 64, float32: ~50 vs ~135 tok/s; benchmarks/results/cpu_threads.md).
+    """
+    import os
+    import time
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable or 1
+    try:
+        before = _cpu_jiffies()
+        time.sleep(sample_s)
+        after = _cpu_jiffies()
+    except (OSError, ValueError):
+        return usable
+    machine = os.cpu_count() or usable
+    busy = busy_cores(before, after) * machine
+    return max(1, min(usable, round(machine - busy)))

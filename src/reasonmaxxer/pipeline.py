@@ -19,7 +19,14 @@ from .errors import UserError
 from .evaluation import evaluate
 from .io import atomic_write_json, atomic_write_text, read_json
 from .models import model_fingerprint
-from .runinfo import Timer, peak_gpu_mib, peak_rss_mib, provenance
+from .runinfo import (
+    Timer,
+    peak_gpu_mib,
+    peak_rss_mib,
+    provenance,
+    release_memory,
+    reset_peak_rss,
+)
 from .sampling import ROLLOUTS, check_resumable, sample
 from .selection import select
 from .stats import format_p
@@ -121,10 +128,12 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
             if console:
                 console.print(f"[dim]{name}: done already, skipped[/dim]")
             return stages[name]["result"]
+        release_memory()  # the previous stage's model, optimizer and caches
+        reset_peak_rss()
         with Timer() as t:
             result = fn()
         timings[name] = t.seconds
-        # peak RSS of the process so far: after train, the peak of the method's own stages
+        # this stage's own peak RSS (where the kernel lets us reset it; else the running max)
         stages[name] = {
             "hash": h,
             "result": result,

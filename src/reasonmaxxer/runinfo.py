@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import platform
 import resource
@@ -69,8 +70,42 @@ def provenance() -> dict:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    """This process's peak resident memory, in MiB: since the last :func:`reset_peak_rss`
+    on Linux (``VmHWM``), else since the process started (``ru_maxrss``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux: ``/proc/self/clear_refs``), so that one stage's
+    :func:`peak_rss_mib` is its own, not the process's running maximum. False where the
+    kernel does not allow it; the peak then stays the running maximum."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_memory() -> None:
+    """Hand freed memory back between stages: collect cycles (a model and its optimizer
+    hold many), empty the CUDA cache, and ask glibc to return its free heap pages to the OS
+    (without ``malloc_trim`` a 135M model's stages left ~300 MiB each behind in this process)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): no trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def peak_gpu_mib() -> float | None:

@@ -1,4 +1,5 @@
-"""``auto`` precision: bfloat16 only where the hardware runs it natively."""
+"""Machine-dependent defaults: ``auto`` precision (bfloat16 only where the hardware runs it
+natively) and the thread count (the cores other work leaves free)."""
 
 import pytest
 
@@ -57,3 +58,25 @@ def test_autocast_switch():
 def test_native_bf16_never_raises_for_a_missing_device():
     assert devices.native_bf16("cuda:7") in (True, False)
     assert devices.native_bf16("mps") is False
+
+
+def test_busy_cores_by_hand():
+    # user nice system idle iowait irq softirq steal: 300 of 400 jiffies busy (iowait is idle)
+    before = [100, 0, 50, 1000, 10, 0, 0, 0, 0, 0]
+    after = [300, 0, 100, 1080, 30, 0, 0, 0, 0, 0]
+    assert devices.busy_cores(before, after) == pytest.approx(250 / 350)
+    assert devices.busy_cores(before, before) == 0.0  # no time passed: nothing known busy
+
+
+def test_free_cores_is_between_one_and_the_usable_cores():
+    import os
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert 1 <= devices.free_cores(0.05) <= usable
+
+
+def test_free_cores_with_a_busy_machine(monkeypatch):
+    """Every core busy: one thread, never zero."""
+    samples = iter([[0, 0, 0, 100, 0, 0, 0, 0], [400, 0, 0, 100, 0, 0, 0, 0]])
+    monkeypatch.setattr(devices, "_cpu_jiffies", lambda: next(samples))
+    assert devices.free_cores(0.0) == 1
