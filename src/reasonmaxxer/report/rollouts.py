@@ -76,7 +76,10 @@ def shown_pairs(run: RunDir, n: int) -> tuple[list[tuple[dict, dict]], list[str]
     for pair in pairs:
         c = counts[pair[0]["problem_id"]]
         out.append(tuple({**r, "kept_correct": c[0], "kept_rollouts": c[1]} for r in pair))
-    why = f"No examples.jsonl (select writes it): rollouts chosen from {source}, no base top-5."
+    why = (
+        f"No examples.jsonl (select writes it; re-run select on this folder to record it): "
+        f"rollouts chosen from {source}, without the base top-5."
+    )
     return out, [why]
 
 
