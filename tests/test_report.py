@@ -497,7 +497,7 @@ def test_rollouts_and_divergences_come_from_the_producers_files(full_run):
 def test_old_run_dir_without_examples_says_so(full_run):
     text = build_report(full_run, tokenizer=ToyTokenizer()).read_text()
     rollouts = text[text.index('<section id="rollouts">') : text.index('<section id="training">')]
-    assert "No examples.jsonl (select writes it)" in rollouts
+    assert "No examples.jsonl (select writes it;" in rollouts
     assert "base top-5:" not in text  # no hover top-5
     assert "No eval/divergences.jsonl" in text
 
