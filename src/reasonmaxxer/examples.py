@@ -149,22 +149,22 @@ def _alternatives(tokenizer, ids: list[int], probs: list[float]) -> list[list]:
 # --------------------------------------------------------------------------- model passes
 
 
-def completion_top_k(model, row: dict, precision: str = "float32", k: int = TOP_K):
+def completion_top_k(model, row: dict, precision: str = "off", k: int = TOP_K):
     """Base top-``k`` next tokens at every completion position of one stored rollout.
 
     Teacher-forces ``prompt_ids + completion_ids`` (one row: the ``[T, V]`` logits stay
     small). Returns ``(ids [T, k], probs [T, k])`` as lists; ``precision`` is the forward
-    pass's (``bfloat16`` autocast, as for the entropies, or ``float32``); the softmax is
-    always float32.
+    pass's autocast setting (``auto | bfloat16 | off``, the entropies' own, so the top-5
+    agrees with the entropy shown next to it); the softmax is always float32.
     """
     import torch
 
-    from .devices import autocast
+    from .devices import autocast, bf16_autocast_on
     from .engine import build_batch, completion_logits
 
     with torch.inference_mode():
         x = build_batch([{**row, "decision": [], "advantage": 0.0}])
-        with autocast(model, enabled=precision == "bfloat16"):
+        with autocast(model, enabled=bf16_autocast_on(precision, model)):
             logits = completion_logits(model, x)[0]  # [T, V]
         vals, idx = logits.float().softmax(-1).topk(k, dim=-1)  # [T, k]
     return idx.tolist(), vals.tolist()
