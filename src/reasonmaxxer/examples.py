@@ -200,7 +200,7 @@ def write_examples(run_dir: str | Path, rows: list[dict], base: SharedBase) -> l
     """
     path = Path(run_dir) / EXAMPLES
     flat = [r for pair in choose_rollout_pairs(rows, EXAMPLE_PAIRS) for r in pair]
-    old = {_example_key(r): r for r in _read(path) if r.get("tokens")}
+    old = {_example_key(r): r for r in _read(path) if all(k in r for k in VIEW_KEYS)}
     views, note = _token_views([r for r in flat if _example_key(r) not in old], base)
     counts = kept_counts(rows)
     out = []

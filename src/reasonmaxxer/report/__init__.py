@@ -37,7 +37,7 @@ from ..examples import (
 )
 from .beforeafter import section_examples
 from .build import SECTIONS, build_report
-from .curves import CURVE_GROUPS, curve_series, section_training
+from .curves import CURVE_GROUPS, CURVE_SKIP, curve_series, section_training
 from .entropy import SELECT_COUNTS, section_entropy
 from .headline import rounds_and_checkpoints, section_headline, stage_times
 from .html import (
@@ -54,15 +54,30 @@ from .html import (
     template_stripper,
 )
 from .pages import section_analysis, section_manifest
-from .plots import PLOT_STYLE, Figures, gated_bins, shade, token_style
+from .plots import (
+    ADAPTER_COLOR,
+    BASE_COLOR,
+    ENTROPY_CMAP,
+    GATED_COLOR,
+    PLOT_STYLE,
+    Figures,
+    gated_bins,
+    shade,
+    token_style,
+)
 from .rollouts import render_tokens, section_rollouts
 from .rundir import ANALYSIS_FILES, REPORT_DIR, REPORT_HTML, RUN_FILES, RunDir
 
 __all__ = [
+    "ADAPTER_COLOR",
     "ANALYSIS_FILES",
+    "BASE_COLOR",
     "CSS",
     "CURVE_GROUPS",
+    "CURVE_SKIP",
+    "ENTROPY_CMAP",
     "FRAGMENT",
+    "GATED_COLOR",
     "PLOT_STYLE",
     "REPORT_DIR",
     "REPORT_HTML",
