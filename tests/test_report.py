@@ -436,3 +436,88 @@ def test_gated_bins_follow_the_gate():
     assert gated_bins(edges, 1.0, "random") == [False] * 4
     assert gated_bins(edges, 1.0, "low") == [False] * 4
     assert gated_bins(edges, None, "entropy") == [False] * 4
+
+
+def _write_examples(run: Path) -> None:
+    """examples.jsonl and eval/divergences.jsonl as select and run write them for make_run."""
+    rows = []
+    for pair, (good, bad) in enumerate([(0, 1)]):
+        for j in (good, bad):
+            ids = [0, 1, 2, 3, 4, 8] if j == 0 else [0, 1, 2, 3, 5, 6, 7, 9, 5, 8]
+            rows.append(
+                {
+                    "pair": pair,
+                    "problem_id": "p0",
+                    "rollout": j,
+                    "reward": 1.0 if j == 0 else 0.0,
+                    "advantage": 0.87 if j == 0 else -0.87,
+                    "kept_correct": 2,
+                    "kept_rollouts": 4,
+                    "completion_ids": ids,
+                    "entropy": [0.25 * (t + 1) for t in range(len(ids))],
+                    "decision": [len(ids) - 1],
+                    "prompt": CHAT.format(q="What is 3 + 4? (p0)"),
+                    "tokens": [VOCAB[i] for i in ids],
+                    "top5": [[[" 7", 0.875], [" 8", 0.0625]] for _ in ids],
+                }
+            )
+    _jsonl(run / "examples.jsonl", rows)
+    div = {
+        "key": "k",
+        "benchmark": "toy-eval",
+        "id": "q0",
+        "char": 8,
+        "token": 8,
+        "text": "8",
+        "entropy": 1.75,
+        "top5": [["8", 0.5], ["7", 0.25]],
+    }
+    _jsonl(run / "eval" / "divergences.jsonl", [div])
+
+
+def test_rollouts_and_divergences_come_from_the_producers_files(full_run):
+    _write_examples(full_run)
+    text = build_report(full_run).read_text()  # no tokenizer: the token texts are recorded
+    rollouts = text[text.index('<section id="rollouts">') : text.index('<section id="training">')]
+    assert "No examples.jsonl" not in rollouts and "⟨" not in rollouts
+    assert "top-5 next tokens." in rollouts
+    spans = re.findall(r'<span class="(tok(?: dp)?)"[^>]* data-h="([0-9.]+)"', rollouts)
+    assert len(spans) == 6 + 10  # the two rollouts examples.jsonl holds, every token
+    assert [h for cls, h in spans if cls == "tok dp"] == ["1.5000", "2.5000"]  # the last ones
+    assert "base top-5:\n   87.5%  &quot; 7&quot;\n    6.2%  &quot; 8&quot;" in rollouts
+    assert "2/4 kept rollouts correct" in rollouts and "advantage -0.87" in rollouts
+    examples = text[text.index('<section id="examples">') : text.index('<section id="analysis">')]
+    assert "base H = 1.75 nats &gt; τ" in examples  # τ = 1.5 in selection.json
+    assert "base top-5: &quot;8&quot; 50%, &quot;7&quot; 25%" in examples
+    # --no-top5: the same rollouts, no top-5 anywhere.
+    text = build_report(full_run, top5=False).read_text()
+    assert "base top-5:" not in text and "top-5 next tokens." not in text
+
+
+def test_old_run_dir_without_examples_says_so(full_run):
+    text = build_report(full_run, tokenizer=ToyTokenizer()).read_text()
+    rollouts = text[text.index('<section id="rollouts">') : text.index('<section id="training">')]
+    assert "No examples.jsonl (select writes it;" in rollouts
+    assert "base top-5:" not in text  # no hover top-5
+    assert "No eval/divergences.jsonl" in text
+
+
+def test_report_imports_no_torch_and_loads_no_model(full_run):
+    """The report reads files only: building a full page leaves torch and transformers
+    unimported (a fresh interpreter, so no other test's imports count)."""
+    _write_examples(full_run)
+    code = (
+        "import sys\n"
+        "import reasonmaxxer.report as r\n"
+        f"r.build_report({str(full_run)!r})\n"
+        "bad = sorted(m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
+    assert "base top-5:" in (full_run / "report.html").read_text()

@@ -151,7 +151,7 @@ def test_two_rounds_killed_between_rounds_and_resumed(
 
 
 def test_report_shows_accuracy_per_round_and_checkpoint_scores():
-    from reasonmaxxer.report import _rounds_and_checkpoints
+    from reasonmaxxer.report import rounds_and_checkpoints
 
     def comp(base, adapter):
         return {"arith-l2-eval": {"base_pass@1": base, "adapter_pass@1": adapter}}
@@ -170,11 +170,11 @@ def test_report_shows_accuracy_per_round_and_checkpoint_scores():
             ],
         },
     }
-    html = _rounds_and_checkpoints(manifest)
+    html = rounds_and_checkpoints(manifest)
     rows = html.split("<tr>")
     assert "<td>base</td><td>34.8%</td>" in rows[2]
     assert "<td>round 1</td><td>49.4%</td>" in rows[3]
     assert "<td>round 2</td><td>51.2%</td>" in rows[4]
     assert "<td>12 (kept)</td><td>0.30</td><td>50.0%</td><td>53</td>" in html
     assert "<td>6</td><td>0.15</td><td>40.0%</td>" in html
-    assert _rounds_and_checkpoints({}) == ""
+    assert rounds_and_checkpoints({}) == ""

@@ -13,7 +13,7 @@ from .errors import UserError
 @click.option(
     "--top5/--no-top5",
     default=True,
-    help="load the base model to show its top-5 next tokens on hover [default: on]",
+    help="show the base top-5 next tokens that select and run recorded [default: on]",
 )
 @click.option(
     "--max-examples",

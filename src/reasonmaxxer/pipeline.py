@@ -211,8 +211,10 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
     # The manifest first: the report reads it, so the page always shows this run's numbers.
     atomic_write_json(out / "manifest.json", manifest)
     if cfg.report:
+        from .examples import write_divergences
         from .report import build_report
 
+        write_divergences(out, cfg)  # the base entropy and top-5 the report shows
         manifest["report"] = str(build_report(out))
         atomic_write_json(out / "manifest.json", manifest)
     return manifest

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import UserError
+from .examples import SharedBase, write_examples
 from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
 from .runinfo import Timer
 from .sampling import ROLLOUTS
@@ -109,12 +110,11 @@ def teacher_forced_logits(model, batch: list[dict]):
 
 
 def compute_entropies(
-    run_dir: Path, rows: list[dict], cfg: RunConfig
+    run_dir: Path, rows: list[dict], cfg: RunConfig, base: SharedBase | None = None
 ) -> dict[tuple[str, int], list[float]]:
-    """Base entropy (nats) of every completion token of ``rows``, cached in entropies.jsonl."""
+    """Base entropy (nats) of every completion token of ``rows``, cached in entropies.jsonl;
+    the model comes from ``base`` (loaded there only if an entropy is missing)."""
     from tqdm.auto import tqdm
-
-    from .models import load_model
 
     path = run_dir / ENTROPIES
     precision = cfg.select.autocast
@@ -145,12 +145,7 @@ def compute_entropies(
                 cache[(r["problem_id"], r["rollout"])] = r["entropy"]
             append_jsonl(path, out)
         return cache
-    model, _, _ = load_model(
-        cfg.model.model,
-        dtype=cfg.model.dtype,
-        trust_remote_code=cfg.model.trust_remote_code,
-        device=cfg.model.device,
-    )
+    model, _, _ = (base or SharedBase(cfg)).load()
     for batch in tqdm(todo, desc="entropy (teacher-forced)", unit="batch"):
         out = entropy_rows(model, batch, precision, key)
         for r in out:
@@ -274,7 +269,8 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
         if not kept:
             raise UserError("every kept rollout has an empty completion: nothing to select")
 
-        ent = compute_entropies(run_dir, kept, cfg)
+        base = SharedBase(cfg)  # one copy for the entropies and examples.jsonl
+        ent = compute_entropies(run_dir, kept, cfg, base)
         t_max = max(len(r["completion_ids"]) for r in kept)
         h = torch.zeros((len(kept), t_max))
         comp = torch.zeros((len(kept), t_max), dtype=torch.bool)
@@ -306,6 +302,7 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
                 }
             )
         atomic_write_jsonl(run_dir / SELECTION, out_rows)
+        write_examples(run_dir, out_rows, base)  # what the report shows token by token
 
     all_h = h[comp].tolist()
     marked = int(mask.sum())
