@@ -3,8 +3,10 @@
     python benchmarks/vs_grpo.py --work runs/vs_grpo --out benchmarks/results/vs_grpo \
         --grpo-minutes 60
 
-Same model, training problems, prompts, reward and LoRA shape (``reasonmaxxer grpo`` takes all
-of them from the packaged default config), same held-out problems. Steps, each skipped when its
+Same model, training problems, prompts, reward, rollout sampling (T, top-p, length, K) and LoRA
+shape (``reasonmaxxer grpo`` takes all of them from the packaged default config), same held-out
+problems. Until 2026-12-01 GRPO sampled at T = 1.0 / top-p 1.0 against ReasonMaxxer's 0.7 /
+0.95: the committed ``results/vs_grpo`` table was measured that way and is not re-run yet. Steps, each skipped when its
 output already exists, so an interrupted comparison resumes:
 
 1. ``reasonmaxxer run --out WORK/rm``: ReasonMaxxer with the default config (sample, select,

@@ -168,9 +168,22 @@ class GRPORunConfig:
 
 
 def build_grpo_config(user_yaml: str | None = None, overrides: dict | None = None) -> GRPORunConfig:
-    """Defaults (``model``/``prompt`` from the packaged pipeline config) <- YAML <- flags."""
+    """Defaults <- YAML <- flags. The defaults take the model, prompt, training problems and
+    the rollout sampling (temperature, top-p, length, group size K) from the packaged pipeline
+    config, so GRPO and ReasonMaxxer sample the same way unless a flag says otherwise."""
     run = build_run_config()
-    data = to_dict(GRPORunConfig(model=run.model, prompt=run.prompt))
+    s = run.sample
+    data = to_dict(
+        GRPORunConfig(
+            model=run.model,
+            prompt=run.prompt,
+            train=s.train,
+            num_generations=s.k,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_completion_length=s.max_new_tokens,
+        )
+    )
     if user_yaml:
         data = merge(data, load_yaml(user_yaml))
     data = merge(data, overrides or {})
