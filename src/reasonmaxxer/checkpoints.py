@@ -17,6 +17,7 @@ from .config import EvalConfig, RunConfig, to_dict
 from .errors import UserError
 from .io import atomic_write_json, atomic_write_text, read_json
 
+ADAPTER = "adapter"  # the run folder's final adapter (training saves it, the dev choice fills it)
 CHECKPOINTS = "checkpoints"
 
 
@@ -107,7 +108,6 @@ def score_and_choose(run_dir: Path, cfg: RunConfig, folder: Path, *, steps_per_e
     best to ``adapter/``; returns that record."""
     from .evaluation import evaluate
     from .io import atomic_dir
-    from .training import ADAPTER
 
     dev_cfg = dev_config(cfg)
     rows = []

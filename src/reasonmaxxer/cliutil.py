@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from .config import _base_type
 from .errors import UserError
+from .fields import base_type
 
 CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
@@ -40,7 +40,7 @@ def config_options(
         for f in reversed(dataclasses.fields(cls)):
             if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
                 continue
-            tp, optional = _base_type(hints[f.name])
+            tp, optional = base_type(hints[f.name])
             flag = f.name.replace("_", "-")
             default = f.default if f.default is not dataclasses.MISSING else "…"
             if defaults is not None and f.name in defaults:

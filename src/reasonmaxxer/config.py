@@ -11,7 +11,6 @@ import dataclasses
 import importlib.resources
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +19,11 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .fields import base_type as _base_type
+from .fields import check as _check
+from .fields import help_field as _f
 
 DEFAULT_PROMPT = "{problem}\nPut your final answer within \\boxed{}."
-
-
-def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, **kw) -> Any:
-    meta = {"help": help}
-    if choices:
-        meta["choices"] = choices
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise UserError(msg)
 
 
 def check_fields(obj: Any) -> None:
@@ -422,15 +410,6 @@ def _flag(name: str) -> str:
 
 def _resolve_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
-
-
-def _base_type(tp: Any) -> tuple[type, bool]:
-    """``int | None`` -> (int, True)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0], True
-    return tp, False
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:

@@ -44,8 +44,6 @@ from .config import (
     PromptConfig,
     SampleConfig,
     TrainConfig,
-    _check,
-    _f,
     build_run_config,
     check_fields,
     dump_yaml,
@@ -55,6 +53,8 @@ from .config import (
     to_dict,
 )
 from .errors import UserError
+from .fields import check as _check
+from .fields import help_field as _f
 
 ADAPTER = "adapter"
 TRAIN_LOG = "train_log.jsonl"

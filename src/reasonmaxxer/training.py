@@ -20,6 +20,7 @@ import random
 import shutil
 from pathlib import Path
 
+from .checkpoints import ADAPTER
 from .config import RunConfig, identity, to_dict
 from .engine import build_batch, completion_logits
 from .errors import UserError
@@ -34,7 +35,6 @@ from .io import (
 from .runinfo import Timer
 from .selection import SELECTION, SELECTION_KEYS, read_rows
 
-ADAPTER = "adapter"
 CHECKPOINT = "train_checkpoint"
 
 
