@@ -242,7 +242,7 @@ def train_cmd(run_dir, config, **kw) -> None:
         run_dir, config, {"train": pick(TrainConfig, kw), "model": pick(ModelConfig, kw)}
     )
     _preflight(cfg.model)
-    from .scaleout import is_main_process
+    from .scaleout.dist import is_main_process
 
     if not is_main_process():  # under `accelerate launch` only the main process locks and writes
         train(run_dir, cfg)

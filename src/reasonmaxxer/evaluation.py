@@ -124,10 +124,16 @@ def evaluate(
     benches = load_benchmarks(eval_cfg.benchmarks, limit=eval_cfg.limit)
     with Timer() as wall:
         if getattr(model_cfg, "ray", None):
-            from .scaleout import eval_ray
+            from .scaleout.ray_eval import eval_ray
 
             rows, info, backend, stats = eval_ray(
-                model_cfg, prompt_cfg, eval_cfg, out_dir, benches, adapter=adapter
+                model_cfg,
+                prompt_cfg,
+                eval_cfg,
+                out_dir,
+                benches,
+                rows_fn=benchmark_rows,
+                adapter=adapter,
             )
         else:
             gen, info = make_generator(

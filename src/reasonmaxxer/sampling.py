@@ -23,6 +23,7 @@ from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
 from .problem import Problem
 from .prompting import build_prompt
 from .runinfo import Timer
+from .scaleout.parts import absorb_parts, chunk_seed, clear_parts
 
 ROLLOUTS = "rollouts.jsonl"
 
@@ -63,10 +64,6 @@ def sampler_settings(cfg: RunConfig) -> dict:
 
 def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def chunk_seed(seed: int, chunk: int) -> int:
-    return (seed * 1_000_003 + chunk) % (2**31 - 1)
 
 
 def _rollouts_on_disk(path: Path, shash: str) -> list[dict]:
@@ -166,9 +163,11 @@ def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | Non
     if not problems:
         raise UserError(f"no training problems in {s.train!r}")
     if getattr(cfg.model, "ray", None):
-        from .scaleout import sample_ray
+        import sys
 
-        return sample_ray(run_dir, cfg, problems)
+        from .scaleout.ray_sample import sample_ray
+
+        return sample_ray(run_dir, cfg, problems, stage=sys.modules[__name__])
     chunks = chunk_problems(problems, s.chunk_problems)
     expected = {c: len(ch) * s.k for c, ch in enumerate(chunks)}
 
@@ -177,8 +176,6 @@ def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | Non
         shash = settings_hash(settings)
         path = run_dir / ROLLOUTS
         done = load_finished_chunks(path, expected, shash)  # refuses other settings first
-        from .scaleout import absorb_parts, clear_parts
-
         done = absorb_parts(run_dir, "sample", done, expected, shash)  # left by Ray workers
         gen, tok, info = make_sampler(cfg)
         # Rewrite without torn or partial chunks, so appends continue from a clean file.

@@ -138,9 +138,9 @@ def compute_entropies(
     if not todo:
         return cache
     if getattr(cfg.model, "ray", None):  # the same batches on Ray workers (.scaleout)
-        from .scaleout import entropies_ray
+        from .scaleout.ray_entropy import entropies_ray
 
-        for out in entropies_ray(run_dir, todo, cfg, key):
+        for out in entropies_ray(run_dir, todo, cfg, key, rows_fn=entropy_rows):
             for r in out:
                 cache[(r["problem_id"], r["rollout"])] = r["entropy"]
             append_jsonl(path, out)

@@ -311,7 +311,7 @@ def optimize(
     import torch
     from tqdm.auto import tqdm
 
-    from .scaleout import SINGLE
+    from .scaleout.dist import SINGLE
 
     dist = dist or SINGLE
 
@@ -443,7 +443,7 @@ def train(
             f"re-run `reasonmaxxer select {run_dir}` with a lower --tau or a higher --top-frac"
         )
 
-    from .scaleout import init_dist
+    from .scaleout.dist import init_dist
 
     dist = init_dist(t.grad_accum)  # one process, or those of `accelerate launch`
     tracker = None
