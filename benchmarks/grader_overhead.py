@@ -7,7 +7,7 @@ string comparison, so every one reaches math-verify):
 
 * ``in-process``: math-verify called directly in this process, unbounded; the work the old
   SIGALRM path did (its ``setitimer`` calls cost microseconds), so it is the baseline;
-* ``worker``: the same pairs through the worker process (``grading._math_verify_bounded``);
+* ``worker``: the same pairs through the worker process (``grading.math_verify_bounded``);
 * ``answers_match``: the public call, normalisation and fast paths included.
 
 Rounds alternate (in-process, worker, answers_match, in-process, ...) so that a noisy shared
@@ -67,7 +67,7 @@ def main() -> None:
 
     # Cold start: spawn, import, warm-up comparison.
     t = time.perf_counter()
-    assert grading._math_verify_bounded("\\sqrt{2}", "2^{1/2}", 60.0) == (True, False)
+    assert grading.math_verify_bounded("\\sqrt{2}", "2^{1/2}", 60.0) == (True, False)
     cold_start_s = time.perf_counter() - t
     math_verify_equal("\\sqrt{2}", "2^{1/2}")  # this process imports math-verify too
 
@@ -78,8 +78,8 @@ def main() -> None:
 
     def worker(p: str, r: str) -> bool:
         t = time.perf_counter()
-        eq, timed_out = grading._math_verify_bounded(p, r, 60.0)
-        ipc_s.append(time.perf_counter() - t - grading._WORKER.last_worker_s)
+        eq, timed_out = grading.math_verify_bounded(p, r, 60.0)
+        ipc_s.append(time.perf_counter() - t - grading.WORKER.last_worker_s)
         assert not timed_out
         return eq
 
@@ -100,18 +100,18 @@ def main() -> None:
     ipc_trivial_s = []
     for i in range(200):
         t = time.perf_counter()
-        assert grading._math_verify_bounded(f"a_{{{i}}}", f"b_{{{i}}}", 60.0) == (False, False)
-        ipc_trivial_s.append(time.perf_counter() - t - grading._WORKER.last_worker_s)
+        assert grading.math_verify_bounded(f"a_{{{i}}}", f"b_{{{i}}}", 60.0) == (False, False)
+        ipc_trivial_s.append(time.perf_counter() - t - grading.WORKER.last_worker_s)
 
     # Restart after a forced time-out: kill, spawn, import, warm up, then one comparison.
-    pid = grading._WORKER.pid
-    assert grading._math_verify_bounded(
+    pid = grading.WORKER.pid
+    assert grading.math_verify_bounded(
         "(x+y+1)^{16}(x-y+1)^{16}", "((x+1)^{2}-y^{2})^{16}", 0.05
     ) == (False, True)
     t = time.perf_counter()
-    assert grading._math_verify_bounded("\\sqrt{2}", "2^{1/2}", 60.0) == (True, False)
+    assert grading.math_verify_bounded("\\sqrt{2}", "2^{1/2}", 60.0) == (True, False)
     restart_s = time.perf_counter() - t
-    assert grading._WORKER.pid != pid
+    assert grading.WORKER.pid != pid
 
     per_call = {k: statistics.median(v) / args.n for k, v in totals.items()}
     overhead = per_call["worker"] - per_call["in-process"]
