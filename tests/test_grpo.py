@@ -76,7 +76,7 @@ def test_reward_counts_grader_timeouts(monkeypatch: pytest.MonkeyPatch):
     t.join(60)
     assert out["r"] == [1.0, 0.0]
     assert (meter.graded, meter.grader_timeouts) == (2, 0)
-    monkeypatch.setattr(grading, "_math_verify_bounded", lambda p, r, s: (False, True))
+    monkeypatch.setattr(grading, "math_verify_bounded", lambda p, r, s: (False, True))
     assert reward(["\\boxed{\\sqrt{2}/2}", "\\boxed{4}"], ["\\frac{1}{\\sqrt{2}}", "4"]) == [
         0.0,
         1.0,

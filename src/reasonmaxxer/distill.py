@@ -31,21 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .analysis import (
-    AnalysisConfig,
-    _check,
-    _field,
-    _gen_model_config,
-    _prompts,
-    _rows_for_forcing,
-    _set_threads,
+from .analysis.config import AnalysisConfig
+from .analysis.outputs import pyplot, save_figure, write_record
+from .analysis.pair import (
+    build_prompts,
     forced_logits,
-    resolve_device,
-    save_figure,
-    write_record,
+    gen_model_config,
+    rows_for_forcing,
+    set_threads,
 )
 from .config import to_dict
+from .devices import resolve_device
 from .errors import UserError
+from .fields import check, help_field
 from .io import atomic_write_json, atomic_write_jsonl, iter_jsonl, read_json
 
 CACHE = "teacher_cache"
@@ -68,69 +66,71 @@ NOT_TRAINING = (
 
 @dataclass
 class DistillConfig(AnalysisConfig):
-    train: str = _field("arith:level=2,split=train", "problems the teacher's rollouts come from")
-    n_problems: int = _field(100, "training problems (drawn at random with --problem-seed)")
-    problem_seed: int = _field(0, "seed for drawing the training problems")
-    temperature: float = _field(0.0, "teacher rollout temperature (0 = greedy)")
-    top_p: float = _field(1.0, "nucleus sampling for T > 0 rollouts")
-    gen_batch_size: int = _field(32, "sequences generated together")
-    top_k: int = _field(64, "teacher log-probs cached per position")
-    cache_dtype: str = _field("float32", "dtype of the cached log-probs (float32 | float16)")
-    lora_r: int = _field(32, "LoRA rank")
-    lora_alpha: int | None = _field(None, "LoRA alpha (default: 2 × rank)")
-    lora_dropout: float = _field(0.0, "LoRA dropout")
-    lora_targets: str = _field("q_proj,k_proj,v_proj,o_proj", "modules to adapt (comma list)")
-    lr: float = _field(2e-4, "AdamW learning rate")
-    weight_decay: float = _field(0.0, "AdamW weight decay")
-    epochs: float = _field(3.0, "passes over the teacher's rollouts")
-    max_steps: int | None = _field(None, "stop after this many optimizer steps")
-    train_batch_size: int = _field(4, "rollouts per training forward pass")
-    grad_accum: int = _field(2, "forward passes per optimizer step")
-    warmup_steps: int = _field(5, "linear learning-rate warm-up")
-    max_grad_norm: float = _field(1.0, "gradient clipping")
-    autocast: str = _field(
+    train: str = help_field(
+        "arith:level=2,split=train", "problems the teacher's rollouts come from"
+    )
+    n_problems: int = help_field(100, "training problems (drawn at random with --problem-seed)")
+    problem_seed: int = help_field(0, "seed for drawing the training problems")
+    temperature: float = help_field(0.0, "teacher rollout temperature (0 = greedy)")
+    top_p: float = help_field(1.0, "nucleus sampling for T > 0 rollouts")
+    gen_batch_size: int = help_field(32, "sequences generated together")
+    top_k: int = help_field(64, "teacher log-probs cached per position")
+    cache_dtype: str = help_field("float32", "dtype of the cached log-probs (float32 | float16)")
+    lora_r: int = help_field(32, "LoRA rank")
+    lora_alpha: int | None = help_field(None, "LoRA alpha (default: 2 × rank)")
+    lora_dropout: float = help_field(0.0, "LoRA dropout")
+    lora_targets: str = help_field("q_proj,k_proj,v_proj,o_proj", "modules to adapt (comma list)")
+    lr: float = help_field(2e-4, "AdamW learning rate")
+    weight_decay: float = help_field(0.0, "AdamW weight decay")
+    epochs: float = help_field(3.0, "passes over the teacher's rollouts")
+    max_steps: int | None = help_field(None, "stop after this many optimizer steps")
+    train_batch_size: int = help_field(4, "rollouts per training forward pass")
+    grad_accum: int = help_field(2, "forward passes per optimizer step")
+    warmup_steps: int = help_field(5, "linear learning-rate warm-up")
+    max_grad_norm: float = help_field(1.0, "gradient clipping")
+    autocast: str = help_field(
         "auto",
         "mixed precision of the training forward (auto | bfloat16 | off; auto: where native)",
     )
-    seed: int = _field(0, "rollout sampling / adapter init / shuffling seed")
-    checkpoint_every: int = _field(
+    seed: int = help_field(0, "rollout sampling / adapter init / shuffling seed")
+    checkpoint_every: int = help_field(
         20, "save a resumable training checkpoint every N optimizer steps (0: never)"
     )
-    eval: bool = _field(True, "evaluate student, teacher and base on --benchmarks")
-    backend: str = _field(
+    eval: bool = help_field(True, "evaluate student, teacher and base on --benchmarks")
+    backend: str = help_field(
         "auto", "generation backend of the teacher rollouts and the evaluation (auto | hf | vllm)"
     )
-    report_to: str = _field(
+    report_to: str = help_field(
         "none", "live tracker mirroring each step's log row (none | trackio | wandb | tensorboard)"
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.n_problems >= 1, "--n-problems must be >= 1")
-        _check(self.temperature >= 0, "--temperature must be >= 0")
-        _check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
-        _check(self.top_k >= 1, "--top-k must be >= 1")
-        _check(self.cache_dtype in ("float32", "float16"), "--cache-dtype: float32 or float16")
-        _check(self.lora_r >= 1, "--lora-r must be >= 1")
-        _check(bool(self.lora_targets.strip()), "--lora-targets must name at least one module")
-        _check(self.lr > 0 and self.epochs > 0, "need --lr > 0 and --epochs > 0")
-        _check(self.weight_decay >= 0, "--weight-decay must be >= 0")
-        _check(self.max_grad_norm > 0, "--max-grad-norm must be > 0")
-        _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
-        _check(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
-        _check(self.lora_alpha is None or self.lora_alpha >= 1, "--lora-alpha must be >= 1")
-        _check(self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1")
-        _check(self.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
-        _check(
+        check(self.n_problems >= 1, "--n-problems must be >= 1")
+        check(self.temperature >= 0, "--temperature must be >= 0")
+        check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
+        check(self.top_k >= 1, "--top-k must be >= 1")
+        check(self.cache_dtype in ("float32", "float16"), "--cache-dtype: float32 or float16")
+        check(self.lora_r >= 1, "--lora-r must be >= 1")
+        check(bool(self.lora_targets.strip()), "--lora-targets must name at least one module")
+        check(self.lr > 0 and self.epochs > 0, "need --lr > 0 and --epochs > 0")
+        check(self.weight_decay >= 0, "--weight-decay must be >= 0")
+        check(self.max_grad_norm > 0, "--max-grad-norm must be > 0")
+        check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        check(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
+        check(self.lora_alpha is None or self.lora_alpha >= 1, "--lora-alpha must be >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1")
+        check(self.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
+        check(
             self.train_batch_size >= 1 and self.grad_accum >= 1 and self.gen_batch_size >= 1,
             "batch sizes and --grad-accum must be >= 1",
         )
-        _check(self.autocast in ("auto", "bfloat16", "off"), "--autocast: auto, bfloat16 or off")
+        check(self.autocast in ("auto", "bfloat16", "off"), "--autocast: auto, bfloat16 or off")
         from .devices import resolve_precision
 
         self.autocast = resolve_precision(self.autocast, self.device, fallback="off")
-        _check(self.backend in ("auto", "hf", "vllm"), "--backend: auto, hf or vllm")
-        _check(
+        check(self.backend in ("auto", "hf", "vllm"), "--backend: auto, hf or vllm")
+        check(
             self.report_to in ("none", "trackio", "wandb", "tensorboard"),
             "--report-to: none, trackio, wandb or tensorboard",
         )
@@ -235,13 +235,13 @@ def build_cache(cfg: DistillConfig, problems, cache: Path) -> dict:
         params = SamplingParams(cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
         if backend == "vllm":  # rollouts first, then the engine goes before torch loads
             gen, _ = make_generator(
-                _gen_model_config(cfg, cfg.teacher or cfg.model, backend),
+                gen_model_config(cfg, cfg.teacher or cfg.model, backend),
                 cfg.prompt,
                 adapter=cfg.teacher_adapter,
                 seed=cfg.seed,
                 backend=backend,
             )
-            prompts = _prompts(gen.tokenizer, problems, cfg.prompt)
+            prompts = build_prompts(gen.tokenizer, problems, cfg.prompt)
             comps = [
                 c[0] for c in gen.generate(prompts, params, seed=cfg.seed, desc="teacher rollouts")
             ]
@@ -263,7 +263,7 @@ def build_cache(cfg: DistillConfig, problems, cache: Path) -> dict:
                     f"the teacher {cfg.teacher!r} has another tokenizer than the base "
                     f"{cfg.model!r}: distillation on token ids needs a shared vocabulary"
                 )
-        prompts = _prompts(tok, problems, cfg.prompt)  # the base's prompt format
+        prompts = build_prompts(tok, problems, cfg.prompt)  # the base's prompt format
         if backend == "hf":
             gen = HFGenerator(
                 teacher, tok, batch_size=cfg.gen_batch_size, stop=stop_strings(tok, cfg.prompt)
@@ -286,7 +286,7 @@ def build_cache(cfg: DistillConfig, problems, cache: Path) -> dict:
         with torch.inference_mode():
             for b in range(0, len(todo), cfg.batch_size):
                 chunk = todo[b : b + cfg.batch_size]
-                rows = _rows_for_forcing(
+                rows = rows_for_forcing(
                     [comps[i].prompt_ids for i in chunk], [comps[i].token_ids for i in chunk]
                 )
                 logits = forced_logits(teacher, rows, teacher.device)  # [B, T, V]
@@ -552,7 +552,7 @@ def run_distill(cfg: DistillConfig, out: str | Path) -> dict:
     pick_backend(cfg.backend, adapter=cfg.teacher_adapter)  # a bad --backend fails before work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _set_threads(cfg)
+    set_threads(cfg)
     with Timer() as wall:
         problems = choose_problems(cfg)
         cache_stats, reused = ensure_cache(cfg, problems, out / CACHE)
@@ -629,9 +629,7 @@ def run_distill(cfg: DistillConfig, out: str | Path) -> dict:
 
 def plot_distill(log: list[dict], table: list[dict], trainable_frac: float, plots: Path) -> None:
     """The KL / top-1 agreement curve, and the pass@1 bars of base, teacher and student."""
-    from .analysis import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     steps = [r["step"] for r in log]
     ax.plot(steps, [r["train/kl"] for r in log], color="#1f77b4", label="KL(teacher‖student)")
