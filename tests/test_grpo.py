@@ -13,18 +13,94 @@ from reasonmaxxer.errors import UserError
 from reasonmaxxer.grpo import GRPORunConfig, Meter, build_grpo_config, make_reward
 
 
-def test_config_defaults_mirror_reasonmaxxer():
-    from reasonmaxxer.config import SampleConfig, TrainConfig
+def test_defaults_match_the_default_run():
+    """The baseline's defaults come from dataclass defaults, the default run's from the packaged
+    YAML: the pieces the module says are shared must agree after both are resolved."""
+    from reasonmaxxer.config import build_run_config
 
-    cfg = GRPORunConfig()
-    t, s = TrainConfig(), SampleConfig()
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_targets) == (
-        t.lora_r,
-        t.lora_alpha,
-        t.lora_targets,
+    g, r = build_grpo_config(), build_run_config()
+    assert g.model == r.model and g.prompt == r.prompt
+    assert g.train == r.sample.train == "arith:level=2,n=146,split=train"
+    assert (g.lora_r, g.lora_alpha, g.lora_dropout, g.lora_targets) == (
+        r.train.lora_r,
+        r.train.lora_alpha,
+        r.train.lora_dropout,
+        r.train.lora_targets,
     )
-    assert cfg.train == s.train and cfg.max_completion_length == s.max_new_tokens
-    assert cfg.prompts_per_step == 2
+    assert (g.lora_r, g.lora_alpha, g.lora_targets) == (32, 64, "q_proj,k_proj,v_proj,o_proj")
+    assert g.max_completion_length == r.sample.max_new_tokens == 128
+    assert (g.warmup_steps, g.seed, g.autocast) == (
+        r.train.warmup_steps,
+        r.train.seed,
+        r.train.autocast,
+    )
+    assert g.grader_timeout == r.sample.grader_timeout
+    assert g.prompts_per_step == 2  # 16 completions a step, groups of 8
+
+
+def test_trl_arguments_map_our_names_to_trl():
+    from reasonmaxxer.grpo import trl_arguments
+
+    cfg = GRPORunConfig(
+        batch_size=4,
+        grad_accum=2,
+        num_generations=4,
+        max_completion_length=32,
+        temperature=0.9,
+        top_p=0.8,
+        lr=1e-4,
+        warmup_steps=2,
+        beta=0.0,
+        loss_type="grpo",
+        max_steps=7,
+        autocast="off",
+        gradient_checkpointing=True,
+        seed=3,
+    )
+    args = trl_arguments(cfg, "/scratch", device="cpu", backend="hf")
+    assert args == {
+        "output_dir": "/scratch",
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "num_generations": 4,
+        "max_completion_length": 32,
+        "temperature": 0.9,
+        "top_p": 0.8,
+        "learning_rate": 1e-4,
+        "warmup_steps": 2,
+        "beta": 0.0,
+        "loss_type": "grpo",
+        "max_steps": 7,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "bf16": False,
+        "use_cpu": True,
+        "seed": 3,
+        "data_seed": 3,
+        "gradient_checkpointing": True,
+        "use_vllm": False,
+        "vllm_mode": "colocate",
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": False,
+    }
+    on_gpu = trl_arguments(GRPORunConfig(), "/s", device="cuda:0", backend="vllm")
+    assert (on_gpu["bf16"], on_gpu["use_cpu"], on_gpu["use_vllm"]) == (True, False, True)
+    assert (on_gpu["learning_rate"], on_gpu["beta"], on_gpu["loss_type"]) == (5e-5, 0.04, "dapo")
+
+
+def test_trl_accepts_the_arguments(tmp_path):
+    """TRL reads them as meant: 8 completions a step in groups of 4 is 2 prompts a step."""
+    trl = pytest.importorskip("trl")
+    from reasonmaxxer.grpo import trl_arguments
+
+    cfg = GRPORunConfig(batch_size=4, grad_accum=2, num_generations=4, lr=1e-4, max_steps=7)
+    args = trl.GRPOConfig(**trl_arguments(cfg, str(tmp_path), device="cpu", backend="hf"))
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
+    assert (args.num_generations, args.learning_rate, args.max_steps) == (4, 1e-4, 7)
+    assert args.generation_batch_size == 8 and cfg.prompts_per_step == 2
+    assert (args.beta, args.loss_type, args.use_cpu) == (0.04, "dapo", True)
 
 
 @pytest.mark.parametrize(
