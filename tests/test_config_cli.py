@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from reasonmaxxer.cli import _stage_config, cli, parse_sets
+from reasonmaxxer.cli import cli, parse_sets, stage_config
 from reasonmaxxer.config import (
     EvalConfig,
     ModelConfig,
@@ -166,11 +166,11 @@ def test_stage_config_order(tmp_path):
     (run_dir / "config.yaml").write_text("sample:\n  k: 4\n  seed: 7\n  limit: 3\n")
     user = tmp_path / "user.yaml"
     user.write_text("sample:\n  k: 6\n  seed: 9\n")
-    cfg = _stage_config(run_dir, str(user), {"sample": {"k": 8}})
+    cfg = stage_config(run_dir, str(user), {"sample": {"k": 8}})
     assert (cfg.sample.k, cfg.sample.seed, cfg.sample.limit) == (8, 9, 3)
-    cfg = _stage_config(run_dir, None, {})
+    cfg = stage_config(run_dir, None, {})
     assert (cfg.sample.k, cfg.sample.seed, cfg.sample.limit) == (4, 7, 3)
-    cfg = _stage_config(None, None, {})
+    cfg = stage_config(None, None, {})
     assert (cfg.sample.k, cfg.sample.seed, cfg.sample.limit) == (8, 42, None)
 
 
@@ -354,13 +354,13 @@ def _flat(*sections: dict) -> dict:
 
 def test_help_shows_the_defaults_each_command_really_uses():
     from reasonmaxxer.analysis import DisagreeConfig, InterveneConfig
-    from reasonmaxxer.cli_analysis import _defaults
+    from reasonmaxxer.cli_analysis import field_defaults
     from reasonmaxxer.config import to_dict
     from reasonmaxxer.distill import DistillConfig
     from reasonmaxxer.grpo import build_grpo_config
 
-    packaged = to_dict(_stage_config(None, None, {}))
-    plain = to_dict(_stage_config(None, None, {}, plain_eval=True))
+    packaged = to_dict(stage_config(None, None, {}))
+    plain = to_dict(stage_config(None, None, {}, plain_eval=True))
     grpo = to_dict(build_grpo_config())
     analyze = cli.commands["analyze"]
     expected = {
@@ -370,9 +370,9 @@ def test_help_shows_the_defaults_each_command_really_uses():
         cli.commands["train"]: _flat(packaged["train"], packaged["model"]),
         cli.commands["run"]: {**packaged["model"], "rounds": packaged["rounds"]},
         cli.commands["grpo"]: grpo,
-        analyze.commands["disagree"]: _flat(_defaults(DisagreeConfig), plain["prompt"]),
-        analyze.commands["intervene"]: _flat(_defaults(InterveneConfig), plain["prompt"]),
-        cli.commands["distill"]: _flat(_defaults(DistillConfig), plain["prompt"]),
+        analyze.commands["disagree"]: _flat(field_defaults(DisagreeConfig), plain["prompt"]),
+        analyze.commands["intervene"]: _flat(field_defaults(InterveneConfig), plain["prompt"]),
+        cli.commands["distill"]: _flat(field_defaults(DistillConfig), plain["prompt"]),
     }
     checked = 0
     for command, values in expected.items():

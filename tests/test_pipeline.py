@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from reasonmaxxer.cli import _stage_config, parse_sets
+from reasonmaxxer.cli import parse_sets, stage_config
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import iter_jsonl
 from reasonmaxxer.pipeline import run
@@ -151,7 +151,7 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     overrides = parse_sets(tuple(sets) + ("train.checkpoint_every=5",))
     overrides["model"]["model"] = str(digit_model_dir)
     buf = io.StringIO()
-    run(_stage_config(None, None, overrides), out, console=Console(file=buf, width=200))
+    run(stage_config(None, None, overrides), out, console=Console(file=buf, width=200))
     for stage in STAGES:
         assert f"{stage}: done already, skipped" in buf.getvalue()
 
@@ -160,7 +160,7 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     overrides = parse_sets(tuple(sets) + ("train.lr=0.02",))
     overrides["model"]["model"] = str(digit_model_dir)
     buf = io.StringIO()
-    run(_stage_config(None, None, overrides), out, console=Console(file=buf, width=200))
+    run(stage_config(None, None, overrides), out, console=Console(file=buf, width=200))
     log = buf.getvalue()
     for stage in ("sample", "select", "eval_base"):
         assert f"{stage}: done already, skipped" in log
@@ -185,7 +185,7 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     overrides = parse_sets(tuple(sets) + ("sample.k=5",))
     overrides["model"]["model"] = str(digit_model_dir)
     with pytest.raises(UserError, match="holds a run with other sample/model settings"):
-        run(_stage_config(None, None, overrides), out)
+        run(stage_config(None, None, overrides), out)
 
 
 def test_run_refuses_overlapping_train_and_eval(tmp_path, cache_dir):
@@ -193,4 +193,4 @@ def test_run_refuses_overlapping_train_and_eval(tmp_path, cache_dir):
     overrides = parse_sets((f"sample.train={same}", f"eval.benchmarks={same}"))
     overrides["model"] = {"model": str(tmp_path / "no-model")}  # never reached
     with pytest.raises(UserError, match="1 problems of eval benchmark same are also training"):
-        run(_stage_config(None, None, overrides), tmp_path / "out")
+        run(stage_config(None, None, overrides), tmp_path / "out")

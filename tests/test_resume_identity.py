@@ -17,7 +17,7 @@ import pytest
 from conftest import run_cli
 
 from reasonmaxxer import models
-from reasonmaxxer.cli import _stage_config, parse_sets
+from reasonmaxxer.cli import parse_sets, stage_config
 from reasonmaxxer.config import build_run_config, dump_yaml, identity
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import LOCK, append_jsonl, iter_jsonl, run_lock
@@ -113,7 +113,7 @@ def _sets(tmp_path) -> tuple[str, ...]:
 def _cfg(model, sets):
     overrides = parse_sets(sets)
     overrides.setdefault("model", {})["model"] = str(model)
-    return _stage_config(None, None, overrides)
+    return stage_config(None, None, overrides)
 
 
 def test_identity_leaves_out_execution_settings_only(tmp_path):

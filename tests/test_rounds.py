@@ -13,7 +13,7 @@ from conftest import run_cli
 from test_pipeline import _sets
 
 from reasonmaxxer import pipeline
-from reasonmaxxer.cli import _stage_config, parse_sets
+from reasonmaxxer.cli import parse_sets, stage_config
 from reasonmaxxer.io import iter_jsonl
 from reasonmaxxer.rounds import round_dir, round_models
 
@@ -83,7 +83,7 @@ def test_two_rounds_killed_between_rounds_and_resumed(
     overrides = parse_sets(tuple(_sets(tmp_path)) + ("train.max_steps=3",))
     overrides["model"]["model"] = str(digit_model_dir)
     overrides["rounds"] = 2
-    cfg = _stage_config(None, None, overrides)
+    cfg = stage_config(None, None, overrides)
 
     real_sample = pipeline.sample
 
@@ -138,7 +138,7 @@ def test_two_rounds_killed_between_rounds_and_resumed(
 
     # Another round setting re-trains round 2 only: a fresh LoRA on the merged policy, with the
     # base loaded apart as π_ref.
-    cfg2 = _stage_config(None, None, {**overrides, "round_from": "merged"})
+    cfg2 = stage_config(None, None, {**overrides, "round_from": "merged"})
     buf = io.StringIO()
     pipeline.run(cfg2, out, console=Console(file=buf, width=200))
     log = buf.getvalue()

@@ -62,7 +62,7 @@ def cli() -> None:
     analyse why it works."""
 
 
-def _stage_config(
+def stage_config(
     run_dir: Path | None,
     config: str | None,
     overrides: dict,
@@ -133,7 +133,7 @@ def eval_cmd(adapter, config, out, **kw) -> None:
     from .evaluation import evaluate, results_table
 
     check_out_dir(out)
-    cfg = _stage_config(
+    cfg = stage_config(
         None,
         config,
         {
@@ -178,7 +178,7 @@ def sample_cmd(config, out, **kw) -> None:
     from .sampling import check_resumable, sample
 
     run_dir = check_out_dir(out)
-    cfg = _stage_config(
+    cfg = stage_config(
         run_dir,
         config,
         {
@@ -211,7 +211,7 @@ def select_cmd(run_dir, config, **kw) -> None:
     from .selection import select
 
     run_dir = check_run_dir(run_dir)
-    cfg = _stage_config(
+    cfg = stage_config(
         run_dir, config, {"select": pick(SelectConfig, kw), "model": pick(ModelConfig, kw)}
     )
     _preflight(cfg.model, check_model=False)  # the model loads only if entropies are missing
@@ -238,7 +238,7 @@ def train_cmd(run_dir, config, **kw) -> None:
     from .training import train
 
     run_dir = check_run_dir(run_dir)
-    cfg = _stage_config(
+    cfg = stage_config(
         run_dir, config, {"train": pick(TrainConfig, kw), "model": pick(ModelConfig, kw)}
     )
     _preflight(cfg.model)
@@ -300,7 +300,7 @@ def run_cmd(config, out, model, preset, sets, rounds, **kw) -> None:
         overrides.setdefault("model", {})["model"] = model
     overrides["model"] = {**overrides.get("model", {}), **pick(ModelConfig, kw)}
     check_out_dir(out)
-    cfg = _stage_config(None, config, overrides, preset=preset)
+    cfg = stage_config(None, config, overrides, preset=preset)
     _preflight(cfg.model)
     console = _console()
     with run_lock(out):

@@ -28,7 +28,7 @@ def _options(cls: type):
     return config_options(cls, multi=MULTI)
 
 
-def _defaults(cls: type) -> dict:
+def field_defaults(cls: type) -> dict:
     """The dataclass defaults as a dict, without validating (a teacher has no default)."""
     out = {}
     for f in dataclasses.fields(cls):
@@ -54,7 +54,7 @@ def build_config(cls: type, config: str | None, kw: dict):
             flags[k] = v
         elif k in prompt_names:
             flags.setdefault("prompt", {})[k] = v
-    data = _defaults(cls)
+    data = field_defaults(cls)
     if config:
         data = merge(data, load_yaml(config))
     return from_dict(cls, merge(data, flags))
