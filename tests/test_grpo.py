@@ -85,7 +85,9 @@ def test_trl_arguments_map_our_names_to_trl():
         "dataloader_num_workers": 0,
         "disable_tqdm": False,
     }
-    on_gpu = trl_arguments(GRPORunConfig(), "/s", device="cuda:0", backend="vllm")
+    on_gpu = trl_arguments(
+        GRPORunConfig(autocast="bfloat16"), "/s", device="cuda:0", backend="vllm"
+    )
     assert (on_gpu["bf16"], on_gpu["use_cpu"], on_gpu["use_vllm"]) == (True, False, True)
     assert (on_gpu["learning_rate"], on_gpu["beta"], on_gpu["loss_type"]) == (5e-5, 0.04, "dapo")
 
