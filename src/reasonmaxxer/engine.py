@@ -56,4 +56,5 @@ def completion_logits(model, batch: dict):
         attention_mask=batch["attention_mask"].to(device),
         position_ids=batch["position_ids"].to(device),
         logits_to_keep=batch["keep"],
+        use_cache=False,  # one teacher-forced pass: a KV cache would only cost memory
     ).logits[:, :-1]

@@ -30,6 +30,7 @@ from .config import RunConfig
 from .errors import UserError
 from .examples import SharedBase, write_examples
 from .io import append_jsonl, atomic_write_json, atomic_write_jsonl, iter_jsonl
+from .memory import check_batch_fits
 from .runinfo import Timer
 from .sampling import ROLLOUTS
 
@@ -146,6 +147,15 @@ def compute_entropies(
             append_jsonl(path, out)
         return cache
     model, _, _ = (base or SharedBase(cfg)).load()
+    longest = max(len(r["completion_ids"]) + 1 for b in todo for r in b)
+    check_batch_fits(
+        "select",
+        "select.batch_size",
+        max(len(b) for b in todo),
+        longest,
+        model.config.vocab_size,
+        device=str(model.device),
+    )
     for batch in tqdm(todo, desc="entropy (teacher-forced)", unit="batch"):
         out = entropy_rows(model, batch, precision, key)
         for r in out:
@@ -170,8 +180,8 @@ def entropy_rows(model, batch: list[dict], precision: str, key: str) -> list[dic
         x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
         with autocast(model, enabled=bf16_autocast_on(precision, model)):
             logits = completion_logits(model, x)  # [B, T, V]
-        # float32 a few rows at a time: the entropy's temporaries never hold [B, T, V] floats
-        h = torch.cat([entropy_from_logits(part.float()) for part in logits.split(4)])  # [B, T]
+        # float32 a row at a time: the entropy's temporaries never hold [B, T, V] floats
+        h = torch.cat([entropy_from_logits(part.float()) for part in logits.split(1)])  # [B, T]
     t_max = h.shape[1]
     out = []
     for i, r in enumerate(batch):

@@ -32,6 +32,7 @@ from .io import (
     iter_jsonl,
     read_json,
 )
+from .memory import check_batch_fits
 from .runinfo import Timer
 from .selection import SELECTION, SELECTION_KEYS, read_rows
 
@@ -102,6 +103,17 @@ def lora_model(model, cfg: RunConfig):
     return get_peft_model(model, config)
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Activation checkpointing on a PEFT model (non-reentrant, so the frozen base needs no
+    input grads); it acts in training mode only, so evaluation and decoding are unchanged."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.20
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def whole_sequence(batch: dict) -> dict:
     """A :func:`build_batch` batch widened to every position: ``targets``/``completion``/
     ``decision`` become ``[B, L - 1]`` (the decision and completion columns right-aligned, as
@@ -130,7 +142,7 @@ def step_loss(model, batch: dict, cfg: RunConfig, ref_model=None):
     import torch
 
     from .devices import autocast, bf16_autocast_on, to_device
-    from .losses import kl_ref_to_policy, reasonmaxxer_loss, selective_log_softmax
+    from .losses import policy_terms, reasonmaxxer_loss, selective_log_softmax
 
     t = cfg.train
     batch = to_device(batch, model.device)
@@ -150,9 +162,8 @@ def step_loss(model, batch: dict, cfg: RunConfig, ref_model=None):
     decision = batch["decision"] & completion
     # kl_scope "all": every real position of the sequence is anchored, the prompt's too
     anchored = batch.get("anchored", completion)
-    logp = selective_log_softmax(logits, targets)
+    logp, kl = policy_terms(logits, ref_logits, targets)  # checkpointed, a row at a time
     ref_logp = selective_log_softmax(ref_logits, targets)
-    kl = kl_ref_to_policy(ref_logits, logits)
     loss, stats = reasonmaxxer_loss(
         logp,
         ref_logp,
@@ -485,7 +496,20 @@ def train(
         ref.requires_grad_(False)
         if dist.device is not None:
             ref.to(dist.device)
+    tokens = max(len(r["completion_ids"]) for r in rows)
+    if t.kl_scope == "all":
+        tokens += max(len(r["prompt_ids"]) for r in rows)
+    check_batch_fits(
+        "train",
+        "train.batch_size",
+        t.batch_size,
+        tokens,
+        model.config.vocab_size,
+        device=str(model.device),
+    )
     model.train()
+    if t.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(
