@@ -12,6 +12,13 @@ stage's own time: 100% would mean the stage spends nothing beyond the matmuls.
 
     python benchmarks/cpu_budget.py --work /tmp/budget --label before
     python benchmarks/cpu_budget.py --work /tmp/budget --label after --limit 100   # smaller
+    python benchmarks/cpu_budget.py --work /tmp/budget --label after \
+        --rollouts-from runs/default --limit 100     # reuse a run's rollouts: no sample stage
+    python benchmarks/cpu_budget.py --from-run runs/default --label run   # tabulate a `run`
+
+``--from-run`` runs nothing: it reads a finished ``reasonmaxxer run`` folder's
+``stages.json`` (each stage's wall time and its own peak RSS, all in one process) and only
+measures the floors.
 
 Writes ``benchmarks/results/cpu_budget_<label>.json`` and ``.md``; prints the table.
 """
@@ -22,6 +29,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -48,9 +56,11 @@ def forward_floor(model_spec: str, dtype: str, autocast: bool, seq: int, batch: 
     """Tokens/s of a plain batched forward pass (``batch`` x ``seq`` tokens) on this machine."""
     import torch
 
+    from reasonmaxxer.cliutil import set_threads
     from reasonmaxxer.devices import autocast as ac
     from reasonmaxxer.models import load_model
 
+    set_threads(None)  # the free cores, as the stages choose them
     model, _, _ = load_model(model_spec, dtype=dtype, device="cpu")
     ids = torch.randint(0, model.config.vocab_size, (batch, seq))
     times = []
@@ -62,9 +72,38 @@ def forward_floor(model_spec: str, dtype: str, autocast: bool, seq: int, batch: 
     return batch * seq / min(times[1:])
 
 
+def run_all(run_dir: Path, args) -> dict:
+    """Every stage as its own command and process; with ``--rollouts-from`` the sample stage
+    is that run's (its files copied, its wall time and peak taken from its stages.json)."""
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    extra = ["--limit", str(args.limit)] if args.limit else []
+    stages = {}
+    if args.rollouts_from:
+        src = Path(args.rollouts_from)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("rollouts.jsonl", "sample.json", "config.yaml"):
+            shutil.copy(src / name, run_dir / name)
+        prev = json.loads((src / "stages.json").read_text())["sample"]
+        stages["sample"] = {"wall_s": prev["wall_time_s"], "peak_rss_mib": prev["peak_rss_mib"]}
+    else:
+        stages["sample"] = run_stage(["sample", "--model", args.model, "--out", str(run_dir)], env)
+    stages["select"] = run_stage(["select", str(run_dir)], env)
+    stages["train"] = run_stage(["train", str(run_dir)], env)
+    for label, adapter in (
+        ("eval_base", []),
+        ("eval_adapter", ["--adapter", str(run_dir / "adapter")]),
+    ):
+        out = run_dir / "eval" / label
+        cmd = ["eval", "--config", str(run_dir / "config.yaml"), "--out", str(out)]
+        stages[label] = run_stage([*cmd, *adapter, *extra], env)
+    return stages
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", required=True, help="scratch folder for the run (created)")
+    ap.add_argument("--work", help="scratch folder for the run (created)")
+    ap.add_argument("--rollouts-from", help="a run folder whose rollouts to reuse (no sample)")
+    ap.add_argument("--from-run", help="tabulate a finished `reasonmaxxer run` folder instead")
     ap.add_argument("--label", default="now", help="name of this measurement (before/after)")
     ap.add_argument("--limit", type=int, default=None, help="eval problems (default: the job's)")
     ap.add_argument("--model", default="default")
@@ -73,23 +112,19 @@ def main() -> None:
     from reasonmaxxer.config import build_run_config
 
     cfg = build_run_config(overrides={"model": {"model": args.model}})
-    work = Path(args.work)
-    run_dir = work / args.label
-    env = {**os.environ, "TQDM_DISABLE": "1"}
-    extra = ["--limit", str(args.limit)] if args.limit else []
-    cfg_path = run_dir / "config.yaml"
-    stages = {}
-    stages["sample"] = run_stage(["sample", "--model", args.model, "--out", str(run_dir)], env)
-    stages["select"] = run_stage(["select", str(run_dir)], env)
-    stages["train"] = run_stage(["train", str(run_dir)], env)
-    for label, adapter in (
-        ("eval_base", []),
-        ("eval_adapter", ["--adapter", str(run_dir / "adapter")]),
-    ):
-        out = run_dir / "eval" / label
-        stages[label] = run_stage(
-            ["eval", "--config", str(cfg_path), "--out", str(out), *adapter, *extra], env
-        )
+    if args.from_run:
+        run_dir = Path(args.from_run)
+        stages = {
+            k: {"wall_s": v["wall_time_s"], "peak_rss_mib": v["peak_rss_mib"]}
+            for k, v in json.loads((run_dir / "stages.json").read_text()).items()
+        }
+        eval_dirs = {"eval_base": "eval/base", "eval_adapter": "eval/adapter"}
+    else:
+        if not args.work:
+            raise SystemExit("error: give --work (or --from-run)")
+        run_dir = Path(args.work) / args.label
+        stages = run_all(run_dir, args)
+        eval_dirs = {"eval_base": "eval/eval_base", "eval_adapter": "eval/eval_adapter"}
 
     def load(name):
         return json.loads((run_dir / name).read_text())
@@ -100,8 +135,8 @@ def main() -> None:
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     stages["select"]["tokens"] = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in rows)
     stages["train"]["tokens"] = train["tokens_processed"]
-    for label in ("eval_base", "eval_adapter"):
-        stages[label]["tokens"] = load(f"eval/{label}/results.json")["tokens_generated"]
+    for label, rel in eval_dirs.items():
+        stages[label]["tokens"] = load(f"{rel}/results.json")["tokens_generated"]
 
     gen_floor = forward_floor(args.model, cfg.model.gen_dtype, False, 128, 16)
     fwd_floor = forward_floor(
