@@ -296,3 +296,71 @@ def test_merged_adapter_gives_the_unmerged_logits(tiny_model_dir, tmp_path):
         str(tiny_model_dir), adapter=str(tmp_path / "adapter"), merge=True, dtype="bfloat16"
     )
     assert next(half.parameters()).dtype == torch.bfloat16
+
+
+# --------------------------------------------------------------------------- decode_stream
+
+
+def _count_forwards(model):
+    calls = {"prefill": 0, "step": 0}
+
+    def hook(module, args, kwargs):
+        calls["step" if kwargs["input_ids"].shape[1] == 1 else "prefill"] += 1
+
+    return calls, model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_decode_stream_refills_and_matches_each_prompt_alone(tiny):
+    """Rows end at different steps (an "end" token chosen from the free-running output), the
+    freed slots are refilled with the next prompts, and every prompt's tokens equal what it
+    decodes alone, unpadded."""
+    from reasonmaxxer.generation import decode_stream
+
+    model, tok = tiny
+    prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    prompts.sort(key=len, reverse=True)
+    n = 12
+    with torch.inference_mode():
+        free = decode_stream(model, prompts, tok.pad_token_id, _greedy(n), [-1], None, batch_size=1)
+        # an "end" token that appears at different steps in different rows
+        firsts = {}
+        for row in free:
+            for t, x in enumerate(row):
+                firsts.setdefault(x, set()).add(t if x in row else n)
+        end = max(firsts, key=lambda x: (len(firsts[x]), -min(firsts[x])))
+        alone = [
+            decode_stream(model, [p], tok.pad_token_id, _greedy(n), [end], None, batch_size=1)[0]
+            for p in prompts
+        ]
+        calls, handle = _count_forwards(model)
+        try:
+            shared = decode_stream(
+                model, prompts, tok.pad_token_id, _greedy(n), [end], None, batch_size=2
+            )
+        finally:
+            handle.remove()
+    assert shared == alone
+    lengths = [len(r) for r in alone]
+    assert len(set(lengths)) > 1 and min(lengths) < n  # rows really end early, at different steps
+    # Draining batches of 2 would take sum(max of each pair) steps; refilling takes fewer, and
+    # every prompt after the first two was prefilled into a freed slot.
+    drained = sum(max(lengths[i : i + 2]) for i in range(0, len(lengths), 2))
+    assert calls["step"] < drained
+    assert calls["prefill"] > 1
+
+
+def test_decode_stream_sampling_is_reproducible(tiny):
+    from reasonmaxxer.generation import decode_stream
+
+    model, tok = tiny
+    prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS] * 2
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9)
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        with torch.inference_mode():
+            return decode_stream(model, prompts, tok.pad_token_id, params, [5], g, batch_size=3)
+
+    a, b, c = run(1), run(1), run(2)
+    assert a == b and a != c
+    assert all(1 <= len(r) <= 10 and (len(r) == 10 or r[-1] == 5) for r in a)

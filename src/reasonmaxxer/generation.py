@@ -135,6 +135,157 @@ def decode(
     return out_ids
 
 
+def _prefill(model, prompts: list[list[int]], pad_id: int, width: int | None = None):
+    """Left-pad ``prompts`` to ``width`` (default: the longest) and run them through the model
+    with a fresh KV cache. Returns ``(cache, next-token logits [n, V], attention mask [n, W],
+    next positions [n])``."""
+    import torch
+    from transformers import DynamicCache
+
+    width = width or max(len(x) for x in prompts)
+    device = model.device
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, x in enumerate(prompts):
+        ids[r, width - len(x) :] = torch.tensor(x)
+        mask[r, width - len(x) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=position,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
+    return cache, logits, mask, position[:, -1] + 1
+
+
+def _plain_layers(cache) -> bool:
+    """Whether every layer of ``cache`` is a plain full-attention key/value layer, the only
+    kind :func:`decode_stream` may splice rows into (sliding-window or recurrent layers are
+    decoded without refill)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
+def _join_rows(cache, new_cache, width: int, new_width: int) -> None:
+    """Append ``new_cache``'s rows to ``cache``, left-padding their keys and values with zeros
+    from ``new_width`` to ``width`` positions (the attention mask hides those positions, so
+    their values never count)."""
+    import torch
+
+    for layer, new in zip(cache.layers, new_cache.layers, strict=True):
+        pad = width - new_width
+        keys, values = new.keys, new.values  # [n, heads, new_width, head_dim]
+        if pad:
+            zeros = keys.new_zeros((*keys.shape[:2], pad, keys.shape[-1]))
+            keys, values = torch.cat([zeros, keys], dim=2), torch.cat([zeros, values], dim=2)
+        layer.keys = torch.cat([layer.keys, keys])
+        layer.values = torch.cat([layer.values, values])
+
+
+def _trim_left(cache, mask):
+    """Drop the leading cache positions that no live row attends to; returns the new mask."""
+    used = mask.any(dim=0).nonzero()
+    start = int(used[0]) if len(used) else 0
+    if start:
+        for layer in cache.layers:
+            layer.keys = layer.keys[:, :, start:]
+            layer.values = layer.values[:, :, start:]
+        mask = mask[:, start:]
+    return mask
+
+
+def decode_stream(
+    model,
+    prompts: list[list[int]],
+    pad_id: int,
+    params: SamplingParams,
+    eos_ids: list[int],
+    generator,
+    *,
+    batch_size: int,
+    on_finish=None,
+) -> list[list[int]]:
+    """Decode every prompt with continuous batching: up to ``batch_size`` rows share one KV
+    cache, a row leaves it as soon as it ends, and its slot is refilled at once with the next
+    prompt (prefilled on its own, its cache left-padded with masked zeros and spliced in).
+    Decode steps on CPU cost ``a + b·rows`` with a large ``a``, so keeping the batch full
+    instead of letting it drain to its longest completion saves steps.
+
+    ``prompts`` are token ids, best sorted longest first (a refill prompt must fit the cache's
+    width; when it does not, the batch drains and restarts). Each row's tokens are drawn
+    from ``generator`` in step order, so a call is reproducible for a given seed, batch size
+    and prompt order. ``on_finish(i)`` is called when prompt ``i`` ends.
+
+    Returns the new token ids per prompt, up to and including the end-of-sequence token.
+    """
+    import torch
+
+    device = model.device
+    eos = torch.tensor(eos_ids, device=device)
+    out: list[list[int]] = [[] for _ in prompts]
+    pending = list(range(len(prompts)))[::-1]  # pop() takes them in order
+
+    def take(n: int) -> list[int]:
+        return [pending.pop() for _ in range(min(n, len(pending)))]
+
+    rows: list[int] = []
+    while pending or rows:
+        if not rows:  # (re)start: a fresh batch at its own width
+            rows = take(batch_size)
+            cache, logits, mask, next_pos = _prefill(model, [prompts[i] for i in rows], pad_id)
+            steps = torch.zeros(len(rows), dtype=torch.long, device=device)
+            refill = _plain_layers(cache)
+        tokens = sample_next(logits, params, generator)
+        for r, t in zip(rows, tokens.tolist(), strict=True):
+            out[r].append(t)
+        steps += 1
+        done = torch.isin(tokens, eos) | (steps >= params.max_new_tokens)
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            for k in done.nonzero().squeeze(1).tolist():
+                if on_finish:
+                    on_finish(rows[k])
+            cache.batch_select_indices(keep)
+            rows = [rows[k] for k in keep.tolist()]
+            tokens, mask, next_pos, steps = tokens[keep], mask[keep], next_pos[keep], steps[keep]
+            if refill:
+                mask = _trim_left(cache, mask)
+        if rows:
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            logits = model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1]
+            next_pos = next_pos + 1
+        new = []
+        while refill and rows and pending and len(rows) + len(new) < batch_size:
+            if len(prompts[pending[-1]]) > mask.shape[1]:
+                break  # wider than the cache: it waits for the next fresh batch
+            new.append(pending.pop())
+        if new:
+            new_cache, new_logits, new_mask, new_pos = _prefill(
+                model, [prompts[i] for i in new], pad_id
+            )
+            width, new_width = mask.shape[1], new_mask.shape[1]
+            _join_rows(cache, new_cache, width, new_width)
+            new_mask = torch.cat([new_mask.new_zeros((len(new), width - new_width)), new_mask], 1)
+            rows += new
+            logits = torch.cat([logits, new_logits])
+            mask = torch.cat([mask, new_mask])
+            next_pos = torch.cat([next_pos, new_pos])
+            steps = torch.cat([steps, torch.zeros(len(new), dtype=torch.long, device=device)])
+    return out
+
+
 class HFGenerator:
     """A transformers model with left padding, batched over (prompt, sample) pairs.
 
@@ -167,29 +318,20 @@ class HFGenerator:
         start = time.perf_counter()
         bar = tqdm(total=len(items), desc=desc, unit="seq", dynamic_ncols=True)
         with torch.inference_mode():
-            for b in range(0, len(items), self.batch_size):
-                batch = items[b : b + self.batch_size]
-                ids = [encoded[i] for i, _ in batch]
-                width = max(len(x) for x in ids)
-                input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
-                attention = torch.zeros((len(ids), width), dtype=torch.long)
-                for r, x in enumerate(ids):
-                    input_ids[r, width - len(x) :] = torch.tensor(x)
-                    attention[r, width - len(x) :] = 1
-                new_ids = decode(
-                    self.model,
-                    input_ids.to(self.model.device),
-                    attention.to(self.model.device),
-                    params,
-                    self.eos_ids,
-                    generator,
-                )
-                for r, (i, j) in enumerate(batch):
-                    results[i][j] = self._completion(new_ids[r], encoded[i])
-                    stats.tokens += len(results[i][j].token_ids)
-                stats.sequences += len(batch)
-                bar.update(len(batch))
-                bar.set_postfix(tok_s=f"{stats.tokens / (time.perf_counter() - start):.0f}")
+            new_ids = decode_stream(
+                self.model,
+                [encoded[i] for i, _ in items],
+                tok.pad_token_id,
+                params,
+                self.eos_ids,
+                generator,
+                batch_size=self.batch_size,
+                on_finish=lambda _: bar.update(1),
+            )
+        for (i, j), ids in zip(items, new_ids, strict=True):
+            results[i][j] = to_completion(ids, encoded[i], tok, self.eos_ids, self.stop)
+            stats.tokens += len(results[i][j].token_ids)
+        stats.sequences += len(items)
         bar.close()
         stats.seconds = time.perf_counter() - start
         self.stats.add(stats)
@@ -197,9 +339,6 @@ class HFGenerator:
 
     def close(self) -> None:
         """Nothing to release: the model belongs to the caller."""
-
-    def _completion(self, new_ids: list[int], prompt_ids: list[int]) -> Completion:
-        return to_completion(new_ids, prompt_ids, self.tokenizer, self.eos_ids, self.stop)
 
 
 def to_completion(
