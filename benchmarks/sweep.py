@@ -84,6 +84,29 @@ def run_variant(name: str, cfg: RunConfig, out: Path, shared: Path) -> dict:
     }
 
 
+def shared_dir(args, out: Path) -> Path:
+    return Path(args.shared) if args.shared else out
+
+
+def seed_shared(run: Path, cfg: RunConfig, shared: Path) -> None:
+    """Put a finished run's rollouts (+ entropies) and base eval where :func:`run_variant`
+    looks for them, so the sweep samples nothing and evaluates the base once less. Refused
+    when the run's sample/model/prompt/eval settings differ from the sweep's base."""
+    ran = to_dict(from_dict(RunConfig, yaml.safe_load((run / "config.yaml").read_text())))
+    c = to_dict(cfg)
+    for section in ("model", "prompt", "sample", "eval"):
+        if ran[section] != c[section]:
+            raise SystemExit(f"error: --seed-from {run}: its {section} settings differ")
+    roll_dir = shared / f"rollouts-{_h([c['model'], c['prompt'], c['sample']])}"
+    base_dir = shared / f"eval-base-{_h([c['model'], c['prompt'], c['eval']])}"
+    roll_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("rollouts.jsonl", "sample.json", "entropies.jsonl"):
+        if (run / name).is_file() and not (roll_dir / name).is_file():
+            shutil.copy(run / name, roll_dir / name)
+    if not (base_dir / "results.json").is_file():
+        shutil.copytree(run / "eval" / "base", base_dir, dirs_exist_ok=True)
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| variant | overrides | kept | τ (nats) | marked | steps | base pass@1 | adapter pass@1 | +/− | McNemar p | avg@k base → adapter | bootstrap p |",
@@ -118,6 +141,12 @@ def main() -> None:
         default=None,
         help="folder for rollouts and base evals shared across sweeps (default: OUT)",
     )
+    ap.add_argument(
+        "--seed-from",
+        default=None,
+        help="a finished `reasonmaxxer run` folder whose rollouts, entropies and base eval "
+        "the variants reuse (when its sample, model and eval settings are the sweep's)",
+    )
     args = ap.parse_args()
     spec = yaml.safe_load(Path(args.spec).read_text())
     out = Path(args.out)
@@ -127,13 +156,15 @@ def main() -> None:
     done = {r["variant"]: r for r in iter_jsonl(results_path)} if results_path.is_file() else {}
     only = set(args.only.split(",")) if args.only else None
     base = merge(to_dict(build_run_config()), spec.get("base") or {})
+    if args.seed_from:
+        seed_shared(Path(args.seed_from), from_dict(RunConfig, base), shared_dir(args, out))
     for name, overrides in (spec.get("variants") or {}).items():
         if name in done or (only and name not in only):
             continue
         cfg = from_dict(RunConfig, merge(base, overrides or {}))
         check_disjoint(cfg)
         print(f"=== variant {name}: {json.dumps(overrides)}", file=sys.stderr, flush=True)
-        row = run_variant(name, cfg, out, Path(args.shared) if args.shared else out)
+        row = run_variant(name, cfg, out, shared_dir(args, out))
         row["overrides"] = overrides or {}
         append_jsonl(results_path, [row])
         done[name] = row
