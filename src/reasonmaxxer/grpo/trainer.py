@@ -119,16 +119,10 @@ class RolloutDecoder:
         import torch
 
         from ..devices import autocast
-        from ..generation import SamplingParams, decode
+        from ..generation import SamplingParams, decode_stream
 
         cfg = self.cfg
         device = model.device
-        width = max(len(p) for p in prompt_ids)
-        ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-        for r, p in enumerate(prompt_ids):
-            ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[r, width - len(p) :] = 1
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + self.calls)
         self.calls += 1
         params = SamplingParams(cfg.max_completion_length, cfg.temperature, cfg.top_p)
@@ -136,7 +130,16 @@ class RolloutDecoder:
         model.eval()
         try:
             with torch.no_grad(), autocast(model, enabled=cfg.autocast == "bfloat16"):
-                new = decode(model, ids.to(device), mask.to(device), params, self.eos_ids, gen)
+                # the whole call is one batch (TRL's rollout group), so nothing is refilled
+                new = decode_stream(
+                    model,
+                    [list(p) for p in prompt_ids],
+                    self.pad_id,
+                    params,
+                    self.eos_ids,
+                    gen,
+                    batch_size=len(prompt_ids),
+                )
         finally:
             model.train(was_training)
         out = []
