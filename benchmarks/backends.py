@@ -211,6 +211,8 @@ def markdown(record: dict) -> str:
             lines += ["", "vLLM / HF tokens per second: "]
             lines[-1] += ", ".join(f"{k} {v:.2f}" for k, v in ratios(t).items()) + "."
         lines.append("")
+    if "notes" in record:
+        lines += [record["notes"], ""]
     if "earlier" in record:
         e = record["earlier"]
         lines += [f"## Earlier measurement (bf16, {e['time']})", "", f"`{e['command']}`", ""]
@@ -344,6 +346,7 @@ def main() -> None:
     ap.add_argument("--eval-problems", type=int, default=None, help="subset (default: all)")
     ap.add_argument("--threads", type=int, default=1, help="threads per backend")
     ap.add_argument("--earlier", default=None, help="a previous record to keep as 'earlier'")
+    ap.add_argument("--notes", default=None, help="a markdown file: the reading, kept in --out")
     ap.add_argument("--fresh", action="store_true", help="drop the sections --out already has")
     ap.add_argument("--keep-rows", action="store_true", help="keep per-problem rows (parts)")
     ap.add_argument("--device-label", default="vLLM-CPU and HF eager on this machine's CPU")
@@ -368,6 +371,8 @@ def main() -> None:
         "threads": args.threads,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if args.notes:
+        record["notes"] = Path(args.notes).read_text().strip()
     if args.earlier:
         e = json.loads(Path(args.earlier).read_text())
         e = e.get("earlier", e)
@@ -377,9 +382,7 @@ def main() -> None:
             "parity": e["parity"],
         }
 
-    def save(name: str, part: dict, extra: dict | None = None) -> str:
-        part = part if args.keep_rows or name != "parity" else finish_parity(part)
-        record[name] = {**part, **about, **(extra or {})}
+    def write() -> str:
         shown = dict(record)
         if "parity" in shown:
             shown["parity"] = finish_parity(shown["parity"])
@@ -387,6 +390,11 @@ def main() -> None:
         atomic_write_json(out, record)  # written after each part: a slow machine keeps the first
         atomic_write_text(out.with_suffix(".md"), text + "\n")
         return text
+
+    def save(name: str, part: dict, extra: dict | None = None) -> str:
+        part = part if args.keep_rows or name != "parity" else finish_parity(part)
+        record[name] = {**part, **about, **(extra or {})}
+        return write()
 
     text = ""
     if args.side_by_side:
@@ -398,6 +406,8 @@ def main() -> None:
             text = save("parity", parity(args, lambda part: save("parity", part)))
         if "throughput" in what:
             text = save("throughput", throughput(args, lambda part: save("throughput", part)))
+    if not text:  # nothing run: render the file again (e.g. after new --notes)
+        text = write()
     print(text)
 
 
