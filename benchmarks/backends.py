@@ -30,8 +30,10 @@ import dataclasses
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,10 +158,13 @@ def throughput(args, save=lambda part: None) -> dict:
         "dtype": cfg.model.gen_dtype,
         "results": {},
     }
+    out["workloads"] = {k: v for k, v in out["workloads"].items() if workloads[k][0]}
     for backend in split(args.backends):
         gen, load_s, cfg = load(backend, cfg.model.gen_dtype, None, args)
         res: dict = {"load_s": load_s}
         for name, (problems, params) in workloads.items():
+            if not problems:  # --sample-problems 0 / --eval-problems 0: not measured
+                continue
             t0 = time.time()
             _, res[name] = generate(gen, cfg, problems, params, s.seed, f"{backend} {name}")
             res[name]["window"] = [t0, time.time()]
@@ -191,8 +196,8 @@ def markdown(record: dict) -> str:
     if "parity" in record:
         lines += ["## Greedy parity", "", *how(record["parity"])]
         lines += parity_md(record["parity"], "Greedy parity")
-    if "throughput" in record:
-        t = record["throughput"]
+    for key in [k for k in record if k.startswith("throughput")]:
+        t = record[key]
         lines += [f"## Throughput ({t['dtype']}; tokens generated per second of generation)", ""]
         lines += how(t)
         lines += [f"- {k}: {v}" for k, v in t["workloads"].items()]
@@ -284,8 +289,7 @@ def merge_parts(parts: list[dict]) -> dict:
 def side_by_side(args, what: set[str]) -> tuple[dict, dict]:
     """Runs each backend in a child process at the same time; returns the merged parts and
     the 1-minute load average sampled every 10 s meanwhile."""
-    parts_dir = Path(args.out).with_suffix(".parts")
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir = Path(tempfile.mkdtemp(prefix="backends-parts-"))  # kept when a part fails
     procs = []
     for backend in split(args.backends):
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -306,6 +310,7 @@ def side_by_side(args, what: set[str]) -> tuple[dict, dict]:
             raise SystemExit(f"{backend} part failed ({p.returncode}): see {log.name}")
     load_avg = {"mean": sum(loads) / len(loads), "max": max(loads), "samples": len(loads)}
     parts = [json.loads((parts_dir / f"{b}.json").read_text()) for b in split(args.backends)]
+    shutil.rmtree(parts_dir)
     return merge_parts(parts), load_avg
 
 
@@ -347,6 +352,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads per backend")
     ap.add_argument("--earlier", default=None, help="a previous record to keep as 'earlier'")
     ap.add_argument("--notes", default=None, help="a markdown file: the reading, kept in --out")
+    ap.add_argument("--section", default="throughput", help="record key of the throughput section")
     ap.add_argument("--fresh", action="store_true", help="drop the sections --out already has")
     ap.add_argument("--keep-rows", action="store_true", help="keep per-problem rows (parts)")
     ap.add_argument("--device-label", default="vLLM-CPU and HF eager on this machine's CPU")
@@ -400,12 +406,14 @@ def main() -> None:
     if args.side_by_side:
         parts, load_avg = side_by_side(args, what)
         for name, part in parts.items():
+            name = args.section if name == "throughput" else name
             text = save(name, part, {"load_avg": load_avg})
     else:
         if "parity" in what:
             text = save("parity", parity(args, lambda part: save("parity", part)))
         if "throughput" in what:
-            text = save("throughput", throughput(args, lambda part: save("throughput", part)))
+            part = throughput(args, lambda part: save(args.section, part))
+            text = save(args.section, part)
     if not text:  # nothing run: render the file again (e.g. after new --notes)
         text = write()
     print(text)
