@@ -198,7 +198,7 @@ def markdown(record: dict) -> str:
         lines += parity_md(record["parity"], "Greedy parity")
     for key in [k for k in record if k.startswith("throughput")]:
         t = record[key]
-        lines += [f"## Throughput ({t['dtype']}; tokens generated per second of generation)", ""]
+        lines += [f"## Throughput `{key}` ({t['dtype']}; tokens per second of generation)", ""]
         lines += how(t)
         lines += [f"- {k}: {v}" for k, v in t["workloads"].items()]
         names = list(t["results"])
