@@ -215,7 +215,8 @@ def decode_stream(
     cache, a row leaves it as soon as it ends, and its slot is refilled at once with the next
     prompt (prefilled on its own, its cache left-padded with masked zeros and spliced in).
     Decode steps on CPU cost ``a + b·rows`` with a large ``a``, so keeping the batch full
-    instead of letting it drain to its longest completion saves steps.
+    instead of letting it drain to its longest completion saves steps. Slots are refilled a
+    quarter of the batch at a time (a prefill call and a cache copy cost about a step).
 
     ``prompts`` are token ids, best sorted longest first (a refill prompt must fit the cache's
     width; when it does not, the batch drains and restarts). Each row's tokens are drawn
@@ -267,7 +268,10 @@ def decode_stream(
             ).logits[:, -1]
             next_pos = next_pos + 1
         new = []
-        while refill and rows and pending and len(rows) + len(new) < batch_size:
+        # Refill in groups: each refill is one more model call (a prefill) and one copy of the
+        # cache, about the cost of a decode step, so a lone free slot waits for company.
+        group = batch_size - len(rows) >= max(1, batch_size // 4) or len(pending) < batch_size
+        while refill and group and rows and pending and len(rows) + len(new) < batch_size:
             if len(prompts[pending[-1]]) > mask.shape[1]:
                 break  # wider than the cache: it waits for the next fresh batch
             new.append(pending.pop())
