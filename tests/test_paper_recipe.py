@@ -13,16 +13,9 @@ import torch
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.io import iter_jsonl
 from reasonmaxxer.losses import group_advantages, reasonmaxxer_loss
+from reasonmaxxer.optim import batch_order, bucketed_batches, curriculum_batches, lr_at, optimize
 from reasonmaxxer.selection import ENTROPIES, SELECTION, curriculum_order, entropy_key, select
-from reasonmaxxer.training import (
-    batch_order,
-    bucketed_batches,
-    build_batch,
-    curriculum_batches,
-    lr_at,
-    optimize,
-    whole_sequence,
-)
+from reasonmaxxer.training import build_batch, whole_sequence
 
 # --------------------------------------------------------------------------- advantages
 

@@ -290,7 +290,7 @@ def test_gguf_conversion_is_done_once_by_concurrent_loaders(tmp_path, cache_dir,
     monkeypatch.setattr(models, "_convert_gguf", slow_convert)
     results = []
     threads = [
-        threading.Thread(target=lambda: results.append(models._gguf_cache(gguf))) for _ in range(2)
+        threading.Thread(target=lambda: results.append(models.gguf_cache(gguf))) for _ in range(2)
     ]
     for t in threads:
         t.start()

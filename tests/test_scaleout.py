@@ -116,7 +116,7 @@ def test_ray_flag_without_ray_installed_is_one_error_line(tmp_path, tiny_model_d
 
 
 def test_ray_settings_stay_out_of_stage_identity(tiny_model_dir):
-    from reasonmaxxer.training import _checkpoint_scope
+    from reasonmaxxer.training import checkpoint_scope
 
     rows = [{"problem_id": "a", "rollout": 0, "decision": [1], "advantage": 1.0}]
     plain = build_run_config(overrides={"model": {"model": str(tiny_model_dir)}})
@@ -126,7 +126,7 @@ def test_ray_settings_stay_out_of_stage_identity(tiny_model_dir):
             "train": {"report_to": "tensorboard"},
         }
     )
-    assert _checkpoint_scope(plain, rows) == _checkpoint_scope(ray, rows)
+    assert checkpoint_scope(plain, rows) == checkpoint_scope(ray, rows)
     assert identity(ray)["model"] == identity(plain)["model"]  # stage keys: run.py
     assert without_ray(to_dict(ray)["model"]) == without_ray(to_dict(plain)["model"])  # parts
     assert "ray" in to_dict(ray)["model"]  # ... while the recorded config keeps them

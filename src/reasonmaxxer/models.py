@@ -150,17 +150,17 @@ def resolve_model(spec: str | None) -> tuple[str, str, str | None]:
     kind = check_model_spec(spec)
     if kind == "embedded":
         gguf = embedded_gguf_path()
-        return "embedded", str(_gguf_cache(gguf)), _file_fingerprint(gguf)
+        return "embedded", str(gguf_cache(gguf)), _file_fingerprint(gguf)
     path = Path(spec).expanduser()
     if kind == "gguf":
-        return "gguf", str(_gguf_cache(path)), _file_fingerprint(path)
+        return "gguf", str(gguf_cache(path)), _file_fingerprint(path)
     if kind == "local":
         weights = sorted(path.glob("*.safetensors"))
         return "local", str(path), _file_fingerprint(weights[0]) if weights else None
     return "hub", spec, None
 
 
-def _gguf_cache(gguf: Path) -> Path:
+def gguf_cache(gguf: Path) -> Path:
     """The converted folder of ``gguf``, converting it first if no process has yet.
 
     Two processes asking at once take turns on a lock file next to the folder: the second

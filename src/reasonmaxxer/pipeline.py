@@ -107,46 +107,102 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
 
     Every check runs before anything is written: a refused folder keeps its config.yaml.
     """
+    out = Path(out)
+    _check_run(cfg, out)
+    keys = stage_keys(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    stages = Stages(out, console)
+    stage = stages.run
+    s_sample = stage("sample", keys["sample"], lambda: sample(out, cfg), ROLLOUTS)
+    s_select = stage("select", keys["select"], lambda: select(out, cfg), "selection.jsonl")
+    s_train = stage("train", keys["train"], lambda: train(out, cfg), ADAPTER)
+    s_base, s_adapter = _eval_stages(cfg, out, stage, keys)
+    comparison = compare(out / "eval" / "base", out / "eval" / "adapter", seed=cfg.eval.seed)
+    rounds = [{"round": 1, "dir": ".", "comparison": comparison}]
+    prev_key = keys["train"]
+    for r in range(2, cfg.rounds + 1):
+        prev_key, entry = _run_round(r, cfg, out, stage, prev_key, keys)
+        rounds.append(entry)
+    manifest = {
+        "config": to_dict(cfg),
+        "primary_metric": cfg.primary_metric,
+        "comparison": comparison,
+        "stages": stages.costs(),
+        "counts": _counts(s_sample, s_select, s_train),
+        **({"checkpoints": s_train["checkpoint_choice"]} if "checkpoint_choice" in s_train else {}),
+        "eval": {"base": s_base, "adapter": s_adapter},
+        "seeds": {
+            "sample": cfg.sample.seed,
+            "select": cfg.select.seed,
+            "train": cfg.train.seed,
+            "eval": cfg.eval.seed,
+        },
+        "provenance": provenance(),
+    }
+    if cfg.rounds > 1:
+        manifest["rounds"] = rounds
+    # The manifest first: the report reads it, so the page always shows this run's numbers.
+    atomic_write_json(out / "manifest.json", manifest)
+    if cfg.report:
+        _write_report(cfg, out, manifest)
+    return manifest
+
+
+def _check_run(cfg: RunConfig, out: Path) -> None:
+    """Every check ``run`` makes before it writes anything (a UserError on the first that
+    fails): the backend, ``out`` a folder, disjoint problem sets, a resumable folder."""
     from .generation import pick_backend
 
     pick_backend(cfg.model.backend)  # --backend vllm without vllm fails before any stage
-    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     check_disjoint(cfg)  # also reports unreadable benchmark files
     check_resume(cfg, out)
-    keys = stage_keys(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_yaml(cfg))
-    stages_path = out / "stages.json"
-    stages = read_json(stages_path) if stages_path.is_file() else {}
-    timings: dict[str, float] = {}
 
-    def stage(name: str, key: dict, fn, done_file: str):
+
+class Stages:
+    """The resumable stages of a run folder, recorded in ``out/stages.json``: each stage's
+    key hash, result, wall time and peak memory."""
+
+    def __init__(self, out: Path, console=None) -> None:
+        self.out, self.console = out, console
+        self.path = out / "stages.json"
+        self.stages = read_json(self.path) if self.path.is_file() else {}
+
+    def run(self, name: str, key: dict, fn, done_file: str):
+        """``fn()``'s result, or the recorded one when stage ``name`` ran with the same
+        ``key`` and ``out/done_file`` exists (then ``fn`` is not called)."""
         h = _hash(key)
-        if stages.get(name, {}).get("hash") == h and (out / done_file).exists():
-            if console:
-                console.print(f"[dim]{name}: done already, skipped[/dim]")
-            return stages[name]["result"]
+        if self.stages.get(name, {}).get("hash") == h and (self.out / done_file).exists():
+            if self.console:
+                self.console.print(f"[dim]{name}: done already, skipped[/dim]")
+            return self.stages[name]["result"]
         release_memory()  # the previous stage's model, optimizer and caches
         reset_peak_rss()
         with Timer() as t:
             result = fn()
-        timings[name] = t.seconds
         # this stage's own peak RSS (where the kernel lets us reset it; else the running max)
-        stages[name] = {
+        self.stages[name] = {
             "hash": h,
             "result": result,
             "wall_time_s": t.seconds,
             "peak_rss_mib": peak_rss_mib(),
             **({"peak_gpu_mib": gpu} if (gpu := peak_gpu_mib()) is not None else {}),
         }
-        atomic_write_json(stages_path, stages)
+        atomic_write_json(self.path, self.stages)
         return result
 
-    s_sample = stage("sample", keys["sample"], lambda: sample(out, cfg), ROLLOUTS)
-    s_select = stage("select", keys["select"], lambda: select(out, cfg), "selection.jsonl")
-    s_train = stage("train", keys["train"], lambda: train(out, cfg), ADAPTER)
+    def costs(self) -> dict:
+        """Each stage's wall time and peak memory, as the manifest shows them."""
+        return {
+            k: {key: v[key] for key in ("wall_time_s", "peak_rss_mib", "peak_gpu_mib") if key in v}
+            for k, v in self.stages.items()
+        }
+
+
+def _eval_stages(cfg: RunConfig, out: Path, stage, keys: dict) -> tuple[dict, dict]:
+    """The ``eval_base`` and ``eval_adapter`` stages of round 1; returns their summaries."""
     s_base = stage(
         "eval_base",
         keys["eval_base"],
@@ -170,54 +226,34 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         ),
         "eval/adapter/results.json",
     )
-    comparison = compare(out / "eval" / "base", out / "eval" / "adapter", seed=cfg.eval.seed)
-    rounds = [{"round": 1, "dir": ".", "comparison": comparison}]
-    prev_key = keys["train"]
-    for r in range(2, cfg.rounds + 1):
-        prev_key, entry = _run_round(r, cfg, out, stage, prev_key, keys)
-        rounds.append(entry)
-    manifest = {
-        "config": to_dict(cfg),
-        "primary_metric": cfg.primary_metric,
-        "comparison": comparison,
-        "stages": {
-            k: {key: v[key] for key in ("wall_time_s", "peak_rss_mib", "peak_gpu_mib") if key in v}
-            for k, v in stages.items()
-        },
-        "counts": {
-            "train_problems": s_sample["problems"],
-            "rollouts": s_sample["rollouts"],
-            "rollout_tokens": s_sample["tokens"],
-            "problems_kept": s_select["problems_kept"],
-            "rollouts_kept": s_select["rollouts_kept"],
-            "decision_tokens": s_select["decision_tokens"],
-            "frac_marked": s_select["frac_marked"],
-            "tau": s_select["tau"],
-            "train_steps": s_train["steps"],
-            "trainable_frac": s_train["trainable_frac"],
-        },
-        **({"checkpoints": s_train["checkpoint_choice"]} if "checkpoint_choice" in s_train else {}),
-        "eval": {"base": s_base, "adapter": s_adapter},
-        "seeds": {
-            "sample": cfg.sample.seed,
-            "select": cfg.select.seed,
-            "train": cfg.train.seed,
-            "eval": cfg.eval.seed,
-        },
-        "provenance": provenance(),
-    }
-    if cfg.rounds > 1:
-        manifest["rounds"] = rounds
-    # The manifest first: the report reads it, so the page always shows this run's numbers.
-    atomic_write_json(out / "manifest.json", manifest)
-    if cfg.report:
-        from .examples import write_divergences
-        from .report import build_report
+    return s_base, s_adapter
 
-        write_divergences(out, cfg)  # the base entropy and top-5 the report shows
-        manifest["report"] = str(build_report(out))
-        atomic_write_json(out / "manifest.json", manifest)
-    return manifest
+
+def _counts(s_sample: dict, s_select: dict, s_train: dict) -> dict:
+    """The manifest's ``counts``: problems, rollouts and tokens of round 1's stages."""
+    return {
+        "train_problems": s_sample["problems"],
+        "rollouts": s_sample["rollouts"],
+        "rollout_tokens": s_sample["tokens"],
+        "problems_kept": s_select["problems_kept"],
+        "rollouts_kept": s_select["rollouts_kept"],
+        "decision_tokens": s_select["decision_tokens"],
+        "frac_marked": s_select["frac_marked"],
+        "tau": s_select["tau"],
+        "train_steps": s_train["steps"],
+        "trainable_frac": s_train["trainable_frac"],
+    }
+
+
+def _write_report(cfg: RunConfig, out: Path, manifest: dict) -> None:
+    """The divergences the report shows, then ``report.html``; its path goes into the
+    manifest, which is written again."""
+    from .examples import write_divergences
+    from .report import build_report
+
+    write_divergences(out, cfg)  # the base entropy and top-5 the report shows
+    manifest["report"] = str(build_report(out))
+    atomic_write_json(out / "manifest.json", manifest)
 
 
 def _run_round(
@@ -226,8 +262,6 @@ def _run_round(
     """Round ``r >= 2`` in ``out/round{r}``: policy, sample, select, train, eval; each a
     resumable stage named ``round{r}/...``; ``keys`` are round 1's :func:`stage_keys`.
     Returns (this round's train key, its entry)."""
-    import dataclasses
-
     from .rounds import materialise_policy, round_dir, round_models
 
     rdir = round_dir(out, r)
@@ -235,10 +269,6 @@ def _run_round(
     m = round_models(
         out, r, base=cfg.model.model, round_from=cfg.round_from, anchor=cfg.round_anchor
     )
-
-    def on(model: str) -> RunConfig:
-        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, model=model))
-
     c = identity(cfg)
     policy_key = {"round": r, "from": prev_key}
     stage(
@@ -255,33 +285,71 @@ def _run_round(
     # round 1's sample key less its model: this round samples from the policy made above
     upstream = {**{k: v for k, v in keys["sample"].items() if k != "model"}, "policy": policy_key}
     s_sample = stage(
-        f"{rel}/sample", upstream, lambda: sample(rdir, on(m["policy"])), f"{rel}/rollouts.jsonl"
+        f"{rel}/sample",
+        upstream,
+        lambda: sample(rdir, _on_model(cfg, m["policy"])),
+        f"{rel}/rollouts.jsonl",
     )
     select_key = {**upstream, "select": c["select"]}
     s_select = stage(
-        f"{rel}/select", select_key, lambda: select(rdir, on(m["policy"])), f"{rel}/selection.jsonl"
+        f"{rel}/select",
+        select_key,
+        lambda: select(rdir, _on_model(cfg, m["policy"])),
+        f"{rel}/selection.jsonl",
     )
-    train_settings = {k: v for k, v in c["train"].items() if k != "checkpoint_every"}
-    train_key = {
+    train_key = _round_train_key(cfg, c["train"], select_key)
+    s_train = stage(
+        f"{rel}/train",
+        train_key,
+        lambda: train(
+            rdir,
+            _on_model(cfg, m["train_base"]),
+            init_adapter=m["init_adapter"],
+            ref_model=m["ref"],
+        ),
+        f"{rel}/{ADAPTER}",
+    )
+    s_eval = _round_eval(r, cfg, rdir, rel, stage, {**keys["eval_base"], "train": train_key}, m)
+    comparison = compare(out / "eval" / "base", rdir / "eval" / "adapter", seed=cfg.eval.seed)
+    entry = {
+        "round": r,
+        "dir": rel,
+        "models": {k: v for k, v in m.items() if v is not None},
+        "comparison": comparison,
+        "counts": _round_counts(s_sample, s_select, s_train),
+        "eval": s_eval,
+    }
+    atomic_write_json(rdir / "round.json", entry)
+    return train_key, entry
+
+
+def _on_model(cfg: RunConfig, model: str) -> RunConfig:
+    """``cfg`` with ``model.model`` replaced by ``model`` (a round's policy or base)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, model=model))
+
+
+def _round_train_key(cfg: RunConfig, train: dict, select_key: dict) -> dict:
+    """A later round's train stage key: its select key, the identity ``train`` settings
+    (less ``checkpoint_every``) and how the round picks its base and anchor."""
+    train_settings = {k: v for k, v in train.items() if k != "checkpoint_every"}
+    return {
         **select_key,
         "train": train_settings,
         "round_from": cfg.round_from,
         "round_anchor": cfg.round_anchor,
     }
-    s_train = stage(
-        f"{rel}/train",
-        train_key,
-        lambda: train(
-            rdir, on(m["train_base"]), init_adapter=m["init_adapter"], ref_model=m["ref"]
-        ),
-        f"{rel}/{ADAPTER}",
-    )
-    s_eval = stage(
+
+
+def _round_eval(r: int, cfg: RunConfig, rdir: Path, rel: str, stage, key: dict, m: dict) -> dict:
+    """Round ``r``'s ``eval_adapter`` stage: its adapter on the round's train base."""
+    return stage(
         f"{rel}/eval_adapter",
-        {**keys["eval_base"], "train": train_key},
+        key,
         lambda: _eval_summary(
             evaluate(
-                on(m["train_base"]).model,
+                _on_model(cfg, m["train_base"]).model,
                 cfg.prompt,
                 cfg.eval,
                 rdir / "eval" / "adapter",
@@ -291,24 +359,18 @@ def _run_round(
         ),
         f"{rel}/eval/adapter/results.json",
     )
-    comparison = compare(out / "eval" / "base", rdir / "eval" / "adapter", seed=cfg.eval.seed)
-    entry = {
-        "round": r,
-        "dir": rel,
-        "models": {k: v for k, v in m.items() if v is not None},
-        "comparison": comparison,
-        "counts": {
-            "rollouts": s_sample["rollouts"],
-            "mean_reward": s_sample["mean_reward"],
-            "problems_kept": s_select["problems_kept"],
-            "rollouts_kept": s_select["rollouts_kept"],
-            "decision_tokens": s_select["decision_tokens"],
-            "train_steps": s_train["steps"],
-        },
-        "eval": s_eval,
+
+
+def _round_counts(s_sample: dict, s_select: dict, s_train: dict) -> dict:
+    """A later round's ``counts`` in its ``round.json`` entry."""
+    return {
+        "rollouts": s_sample["rollouts"],
+        "mean_reward": s_sample["mean_reward"],
+        "problems_kept": s_select["problems_kept"],
+        "rollouts_kept": s_select["rollouts_kept"],
+        "decision_tokens": s_select["decision_tokens"],
+        "train_steps": s_train["steps"],
     }
-    atomic_write_json(rdir / "round.json", entry)
-    return train_key, entry
 
 
 def _eval_summary(record: dict) -> dict:

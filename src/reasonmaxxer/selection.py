@@ -239,10 +239,6 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
         raise UserError(
             f"{run_dir / ROLLOUTS} not found: run `reasonmaxxer sample --out {run_dir}` first"
         )
-    import torch
-
-    from .losses import decision_mask, group_advantages
-
     with Timer() as wall:
         rows = read_rows(run_dir / ROLLOUTS, ROLLOUT_KEYS)
         rates = pass_rates(rows)
@@ -252,74 +248,18 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
                 f"no problem has a pass rate in ({sc.min_pass}, {sc.max_pass}) over {len(rates)} problems: "
                 "the task is too easy or too hard for this model (try other problems or a larger --k)"
             )
-        index = {pid: i for i, pid in enumerate(rates)}
-        kept_set = set(kept_ids)
-        kept = [r for r in rows if r["problem_id"] in kept_set]
-
-        def assign_advantages(group: list[dict]) -> None:
-            adv = group_advantages(
-                torch.tensor([r["reward"] for r in group], dtype=torch.float32),
-                torch.tensor([index[r["problem_id"]] for r in group]),
-                eps=sc.adv_eps,
-            )
-            for r, a in zip(group, adv.tolist(), strict=True):
-                r["advantage"] = a
-
-        if sc.advantages == "before_trim":
-            assign_advantages(kept)
-        n_before = len(kept)
-        if sc.drop_longest > 0:
-            n_drop = int(sc.drop_longest * len(kept))
-            by_len = sorted(range(len(kept)), key=lambda i: (-len(kept[i]["completion_ids"]), i))
-            dropped = set(by_len[:n_drop])
-            kept = [r for i, r in enumerate(kept) if i not in dropped]
-        if sc.advantages == "after_trim" and kept:
-            assign_advantages(kept)
-        kept = [r for r in kept if r["completion_ids"]]
-        if not kept:
-            raise UserError("every kept rollout has an empty completion: nothing to select")
-
+        kept, n_before = _trimmed_rollouts(rows, rates, set(kept_ids), sc)
         base = SharedBase(cfg)  # one copy for the entropies and examples.jsonl
         ent = compute_entropies(run_dir, kept, cfg, base)
-        t_max = max(len(r["completion_ids"]) for r in kept)
-        h = torch.zeros((len(kept), t_max))
-        comp = torch.zeros((len(kept), t_max), dtype=torch.bool)
-        for i, r in enumerate(kept):
-            e = ent[(r["problem_id"], r["rollout"])]
-            h[i, : len(e)] = torch.tensor(e)
-            comp[i, : len(e)] = True
-        gen = torch.Generator().manual_seed(sc.seed)
-        mask, tau = decision_mask(
-            h, comp, tau=sc.tau, top_frac=sc.top_frac, gate=sc.gate, generator=gen
-        )
-        if not mask.any():
-            top = float(h[comp].max())
-            raise UserError(_no_decision_points(sc.gate, tau, top, int(comp.sum())))
-
-        out_rows = []
-        for i, r in enumerate(kept):
-            n = len(r["completion_ids"])
-            out_rows.append(
-                {
-                    "problem_id": r["problem_id"],
-                    "rollout": r["rollout"],
-                    "reward": r["reward"],
-                    "advantage": r["advantage"],
-                    "prompt_ids": r["prompt_ids"],
-                    "completion_ids": r["completion_ids"],
-                    "entropy": ent[(r["problem_id"], r["rollout"])],
-                    "decision": mask[i, :n].nonzero().flatten().tolist(),
-                }
-            )
+        h, comp = entropy_matrix(kept, ent)
+        mask, tau = _decision_points(h, comp, sc)
+        out_rows = selection_rows(kept, ent, mask)
         atomic_write_jsonl(run_dir / SELECTION, out_rows)
         write_examples(run_dir, out_rows, base)  # what the report shows token by token
 
     all_h = h[comp].tolist()
     marked = int(mask.sum())
-    k = max(len([r for r in rows if r["problem_id"] == rows[0]["problem_id"]]), 1)
-    hist = [0] * (k + 1)
-    for p in rates.values():
-        hist[round(p * k)] += 1
+    hist, k = pass_count_hist(rows, rates)
     stats = {
         "problems_total": len(rates),
         "problems_kept": len(kept_ids),
@@ -342,3 +282,106 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
     }
     atomic_write_json(run_dir / "selection.json", stats)
     return stats
+
+
+def _trimmed_rollouts(rows: list[dict], rates: dict, kept_set: set, sc) -> tuple[list, int]:
+    """The rollouts of the kept problems, each with its ``advantage`` (group-normalised before
+    or after trimming, per ``sc.advantages``), less the ``sc.drop_longest`` fraction of longest
+    completions and any empty one. Returns ``(rollouts, count before trimming)``; nothing left
+    is a UserError."""
+    index = {pid: i for i, pid in enumerate(rates)}
+    kept = [r for r in rows if r["problem_id"] in kept_set]
+    if sc.advantages == "before_trim":
+        _assign_advantages(kept, index, sc.adv_eps)
+    n_before = len(kept)
+    if sc.drop_longest > 0:
+        n_drop = int(sc.drop_longest * len(kept))
+        by_len = sorted(range(len(kept)), key=lambda i: (-len(kept[i]["completion_ids"]), i))
+        dropped = set(by_len[:n_drop])
+        kept = [r for i, r in enumerate(kept) if i not in dropped]
+    if sc.advantages == "after_trim" and kept:
+        _assign_advantages(kept, index, sc.adv_eps)
+    kept = [r for r in kept if r["completion_ids"]]
+    if not kept:
+        raise UserError("every kept rollout has an empty completion: nothing to select")
+    return kept, n_before
+
+
+def _assign_advantages(group: list[dict], index: dict, eps: float) -> None:
+    """Set each row's ``advantage``: its reward normalised within its problem's rows of
+    ``group`` (:func:`.losses.group_advantages`; ``index`` numbers the problems)."""
+    import torch
+
+    from .losses import group_advantages
+
+    adv = group_advantages(
+        torch.tensor([r["reward"] for r in group], dtype=torch.float32),
+        torch.tensor([index[r["problem_id"]] for r in group]),
+        eps=eps,
+    )
+    for r, a in zip(group, adv.tolist(), strict=True):
+        r["advantage"] = a
+
+
+def entropy_matrix(kept: list[dict], ent: dict):
+    """The per-token entropies (nats) of ``kept`` as ``(h [N, T_max] float32, completion
+    [N, T_max] bool)``, right-padded with 0 / False; ``ent`` maps (problem_id, rollout) to a
+    row's entropies."""
+    import torch
+
+    t_max = max(len(r["completion_ids"]) for r in kept)
+    h = torch.zeros((len(kept), t_max))
+    comp = torch.zeros((len(kept), t_max), dtype=torch.bool)
+    for i, r in enumerate(kept):
+        e = ent[(r["problem_id"], r["rollout"])]
+        h[i, : len(e)] = torch.tensor(e)
+        comp[i, : len(e)] = True
+    return h, comp
+
+
+def _decision_points(h, comp, sc):
+    """``(mask [N, T] bool, tau)`` of the select gate on entropies ``h`` [N, T] over the
+    completion tokens ``comp`` [N, T]; a gate that marks nothing is a UserError."""
+    import torch
+
+    from .losses import decision_mask
+
+    gen = torch.Generator().manual_seed(sc.seed)
+    mask, tau = decision_mask(
+        h, comp, tau=sc.tau, top_frac=sc.top_frac, gate=sc.gate, generator=gen
+    )
+    if not mask.any():
+        top = float(h[comp].max())
+        raise UserError(_no_decision_points(sc.gate, tau, top, int(comp.sum())))
+    return mask, tau
+
+
+def selection_rows(kept: list[dict], ent: dict, mask) -> list[dict]:
+    """The rows of ``selection.jsonl``: each rollout with its entropies and the positions
+    its ``mask`` [N, T] row marks as decision points."""
+    out_rows = []
+    for i, r in enumerate(kept):
+        n = len(r["completion_ids"])
+        out_rows.append(
+            {
+                "problem_id": r["problem_id"],
+                "rollout": r["rollout"],
+                "reward": r["reward"],
+                "advantage": r["advantage"],
+                "prompt_ids": r["prompt_ids"],
+                "completion_ids": r["completion_ids"],
+                "entropy": ent[(r["problem_id"], r["rollout"])],
+                "decision": mask[i, :n].nonzero().flatten().tolist(),
+            }
+        )
+    return out_rows
+
+
+def pass_count_hist(rows: list[dict], rates: dict) -> tuple[list[int], int]:
+    """``(hist, k)``: how many problems passed 0..k of their k rollouts (k: the first
+    problem's rollout count, at least 1)."""
+    k = max(len([r for r in rows if r["problem_id"] == rows[0]["problem_id"]]), 1)
+    hist = [0] * (k + 1)
+    for p in rates.values():
+        hist[round(p * k)] += 1
+    return hist, k
