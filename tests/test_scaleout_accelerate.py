@@ -136,7 +136,7 @@ def test_two_processes_equal_one_process(tmp_path, tiny_model_dir, cache_dir):
 
 
 def test_launched_processes_resume_a_killed_run(tmp_path, tiny_model_dir, cache_dir, monkeypatch):
-    from reasonmaxxer import training
+    from reasonmaxxer import optim, training
     from reasonmaxxer.config import build_run_config
 
     straight = _run_dir(tmp_path / "straight", tiny_model_dir)
@@ -146,14 +146,14 @@ def test_launched_processes_resume_a_killed_run(tmp_path, tiny_model_dir, cache_
     )
     training.train(straight, cfg)
 
-    real_append = training.append_jsonl
+    real_append = optim.append_jsonl
 
     def dies_at_step_3(path, rows):
         if rows[0]["step"] == 3:
             raise KeyboardInterrupt
         real_append(path, rows)
 
-    monkeypatch.setattr(training, "append_jsonl", dies_at_step_3)
+    monkeypatch.setattr(optim, "append_jsonl", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         training.train(killed, cfg)
     assert (killed / training.CHECKPOINT / "meta.json").is_file()

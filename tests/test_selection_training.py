@@ -434,7 +434,7 @@ def test_train_killed_and_resumed_matches_an_uninterrupted_run(
 ):
     from safetensors.torch import load_file
 
-    from reasonmaxxer import training
+    from reasonmaxxer import optim, training
 
     _, tok, _ = load_model(str(tiny_model_dir))
     cfg = _train_cfg(tiny_model_dir, max_steps=5, epochs=4, checkpoint_every=1)
@@ -444,19 +444,19 @@ def test_train_killed_and_resumed_matches_an_uninterrupted_run(
     training.train(straight, cfg)
     assert not (straight / training.CHECKPOINT).exists()  # removed once the adapter is saved
 
-    real_append = training.append_jsonl
+    real_append = optim.append_jsonl
 
     def dies_at_step(path, rows):  # the process dies while step `kill_at` is being logged
         if rows[0]["step"] == kill_at:
             raise KeyboardInterrupt
         real_append(path, rows)
 
-    monkeypatch.setattr(training, "append_jsonl", dies_at_step)
+    monkeypatch.setattr(optim, "append_jsonl", dies_at_step)
     with pytest.raises(KeyboardInterrupt):
         training.train(resumed, cfg)
     assert not (resumed / training.ADAPTER).exists()
     assert (resumed / training.CHECKPOINT / "meta.json").is_file()
-    monkeypatch.setattr(training, "append_jsonl", real_append)
+    monkeypatch.setattr(optim, "append_jsonl", real_append)
     s = training.train(resumed, cfg)
     assert s["resumed_from_step"] == kill_at - 1
 
@@ -473,10 +473,10 @@ def test_train_killed_and_resumed_matches_an_uninterrupted_run(
     # A checkpoint made for other settings is ignored: training starts from step 0.
     other = tmp_path / "other"
     _hand_selection(other, tok, advantages=(1.0, -0.5, 0.5))
-    monkeypatch.setattr(training, "append_jsonl", dies_at_step)
+    monkeypatch.setattr(optim, "append_jsonl", dies_at_step)
     with pytest.raises(KeyboardInterrupt):
         training.train(other, cfg)
-    monkeypatch.setattr(training, "append_jsonl", real_append)
+    monkeypatch.setattr(optim, "append_jsonl", real_append)
     assert (
         training.train(other, _train_cfg(tiny_model_dir, max_steps=5, epochs=4, lr=0.02))[
             "resumed_from_step"

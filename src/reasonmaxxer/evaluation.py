@@ -136,42 +136,12 @@ def evaluate(
                 adapter=adapter,
             )
         else:
-            gen, info = make_generator(
-                model_cfg,
-                prompt_cfg,
-                adapter=adapter,
-                batch_size=eval_cfg.batch_size,
-                seed=eval_cfg.seed,
+            rows, info, backend, stats = _generate_rows(
+                model_cfg, prompt_cfg, eval_cfg, benches, adapter=adapter, label=label
             )
-            rows = {
-                name: benchmark_rows(
-                    gen,
-                    problems,
-                    prompt_cfg,
-                    eval_cfg,
-                    seed=eval_cfg.seed,
-                    desc=f"{label or 'eval'} {name}",
-                )
-                for name, problems in benches.items()
-            }
-            backend, stats = gen.name, dataclasses.asdict(gen.stats)
-        results: dict[str, dict] = {}
-        samples: list[dict] = []
-        for name, problems in benches.items():
-            prompts, greedy, sampled = rows[name]
-            results[name] = summarize(greedy, sampled, eval_cfg.k, seed=eval_cfg.seed)
-            for i, (p, prompt) in enumerate(zip(problems, prompts, strict=True)):
-                base = {"benchmark": name, "id": p.id, "answer": p.answer, "prompt": prompt}
-                samples.append({**base, "sample": "greedy", "temperature": 0.0, **greedy[i]})
-                for j, s in enumerate(sampled[i] if sampled else []):
-                    samples.append({**base, "sample": j, "temperature": eval_cfg.temperature, **s})
-    metrics = {}
-    for name, r in results.items():
-        for key in ("pass@1", "avg@k", "pass@k"):
-            if key in r:
-                metrics[f"eval/{name}/{key}"] = r[key]
+        results, samples = collect_results(benches, rows, eval_cfg)
     record = {
-        "metrics": metrics,
+        "metrics": metrics_of(results),
         "benchmarks": results,
         "config": {
             "model": to_dict(model_cfg),
@@ -190,6 +160,56 @@ def evaluate(
     atomic_write_jsonl(out_dir / "samples.jsonl", samples)
     atomic_write_json(out_dir / "results.json", record)
     return record
+
+
+def _generate_rows(model_cfg, prompt_cfg, eval_cfg, benches: dict, *, adapter, label):
+    """Every benchmark's :func:`benchmark_rows` from one local generator; returns
+    ``(rows by benchmark, model info, backend name, generation stats)``."""
+    gen, info = make_generator(
+        model_cfg,
+        prompt_cfg,
+        adapter=adapter,
+        batch_size=eval_cfg.batch_size,
+        seed=eval_cfg.seed,
+    )
+    rows = {
+        name: benchmark_rows(
+            gen,
+            problems,
+            prompt_cfg,
+            eval_cfg,
+            seed=eval_cfg.seed,
+            desc=f"{label or 'eval'} {name}",
+        )
+        for name, problems in benches.items()
+    }
+    return rows, info, gen.name, dataclasses.asdict(gen.stats)
+
+
+def collect_results(benches: dict, rows: dict, eval_cfg: EvalConfig) -> tuple[dict, list[dict]]:
+    """``(results by benchmark, samples.jsonl rows)`` from each benchmark's
+    ``(prompts, greedy, sampled)`` rows: the greedy row of each problem, then its samples."""
+    results: dict[str, dict] = {}
+    samples: list[dict] = []
+    for name, problems in benches.items():
+        prompts, greedy, sampled = rows[name]
+        results[name] = summarize(greedy, sampled, eval_cfg.k, seed=eval_cfg.seed)
+        for i, (p, prompt) in enumerate(zip(problems, prompts, strict=True)):
+            base = {"benchmark": name, "id": p.id, "answer": p.answer, "prompt": prompt}
+            samples.append({**base, "sample": "greedy", "temperature": 0.0, **greedy[i]})
+            for j, s in enumerate(sampled[i] if sampled else []):
+                samples.append({**base, "sample": j, "temperature": eval_cfg.temperature, **s})
+    return results, samples
+
+
+def metrics_of(results: dict) -> dict[str, float]:
+    """The namespaced metrics ``eval/<benchmark>/<pass@1|avg@k|pass@k>`` of ``results``."""
+    metrics = {}
+    for name, r in results.items():
+        for key in ("pass@1", "avg@k", "pass@k"):
+            if key in r:
+                metrics[f"eval/{name}/{key}"] = r[key]
+    return metrics
 
 
 def results_table(record: dict, title: str = "results"):

@@ -339,13 +339,7 @@ def decision_mask(
         ``(mask [B, T] bool, tau_used)``; for ``random``/``low`` ``tau_used`` is the
         entropy threshold that fixed the count.
     """
-    if gate not in GATES:
-        raise ValueError(f"unknown gate {gate!r}; expected one of {GATES}")
-    if entropy.shape != completion_mask.shape:
-        raise ValueError(
-            f"entropy {tuple(entropy.shape)} and completion_mask "
-            f"{tuple(completion_mask.shape)} differ"
-        )
+    _check_gate(gate, entropy, completion_mask)
     completion = completion_mask.bool()
     if gate == "all" and tau is None and top_frac is None:
         return completion.clone(), -math.inf
@@ -353,36 +347,59 @@ def decision_mask(
         raise ValueError("give exactly one of tau and top_frac")
 
     pooled = entropy.detach().float()[completion]  # [n] completion entropies
-    n = pooled.numel()
-    if top_frac is not None:
-        if not 0.0 <= top_frac <= 1.0:
-            raise ValueError(f"top_frac must be in [0, 1], got {top_frac}")
-        m = round(top_frac * n)
-        if n == 0:
-            tau_used = math.inf
-        elif m >= n:
-            tau_used = -math.inf
-        else:
-            tau_used = float(pooled.kthvalue(n - m).values)  # (n-m)-th smallest
-    else:
-        tau_used = float(tau)
-
+    tau_used = float(tau) if top_frac is None else top_frac_threshold(pooled, top_frac)
     by_entropy = completion & (entropy.detach().float() > tau_used)  # [B, T]
     if gate == "entropy":
         return by_entropy, tau_used
     if gate == "all":
         return completion.clone(), tau_used
-
     count = int(by_entropy.sum())
+    return _mark_count(completion, pooled, count, gate, generator), tau_used
+
+
+def _check_gate(gate: str, entropy: Tensor, completion_mask: Tensor) -> None:
+    """ValueError for an unknown gate or ``entropy`` [B, T] and ``completion_mask`` of
+    different shapes."""
+    if gate not in GATES:
+        raise ValueError(f"unknown gate {gate!r}; expected one of {GATES}")
+    if entropy.shape != completion_mask.shape:
+        raise ValueError(
+            f"entropy {tuple(entropy.shape)} and completion_mask "
+            f"{tuple(completion_mask.shape)} differ"
+        )
+
+
+def top_frac_threshold(pooled: Tensor, top_frac: float) -> float:
+    """The threshold (nats) above which ``round(top_frac * n)`` of the ``n`` entropies
+    ``pooled`` [n] lie when there are no ties: the ``(n - m)``-th smallest; ``-inf`` when
+    ``m >= n`` and ``+inf`` when ``n = 0``. ``top_frac`` outside ``[0, 1]`` is a ValueError."""
+    n = pooled.numel()
+    if not 0.0 <= top_frac <= 1.0:
+        raise ValueError(f"top_frac must be in [0, 1], got {top_frac}")
+    m = round(top_frac * n)
+    if n == 0:
+        return math.inf
+    if m >= n:
+        return -math.inf
+    return float(pooled.kthvalue(n - m).values)  # (n-m)-th smallest
+
+
+def _mark_count(
+    completion: Tensor, pooled: Tensor, count: int, gate: str, generator: torch.Generator | None
+) -> Tensor:
+    """``[B, T]`` bool marking ``count`` of the completion tokens ``completion`` [B, T]:
+    drawn uniformly with ``generator`` (``gate="random"``) or the lowest of their entropies
+    ``pooled`` [n] (``"low"``, ties broken by position)."""
+    n = pooled.numel()
     positions = completion.flatten().nonzero().squeeze(-1)  # [n] flat indices
     if gate == "random":
-        order = torch.randperm(n, generator=generator, device=entropy.device)
+        order = torch.randperm(n, generator=generator, device=completion.device)
     else:  # "low"
         order = torch.sort(pooled, stable=True).indices  # ascending entropy
     chosen = positions[order[:count]]
-    mask = torch.zeros(completion.numel(), dtype=torch.bool, device=entropy.device)
+    mask = torch.zeros(completion.numel(), dtype=torch.bool, device=completion.device)
     mask[chosen] = True
-    return mask.view_as(completion), tau_used
+    return mask.view_as(completion)
 
 
 def reasonmaxxer_loss(
@@ -438,16 +455,7 @@ def reasonmaxxer_loss(
         decision points of rollouts with A > 0 / A < 0), ``kl_decision`` (mean KL
         at decision points). Empty means are 0.
     """
-    if kind not in LOSS_KINDS:
-        raise ValueError(f"unknown loss kind {kind!r}; expected one of {LOSS_KINDS}")
-    if dec_mean not in DEC_MEANS:
-        raise ValueError(f"unknown dec_mean {dec_mean!r}; expected one of {DEC_MEANS}")
-    shape = logp.shape
-    for name, t in (("ref_logp", ref_logp), ("kl", kl), ("decision", decision), ("anchor", anchor)):
-        if t.shape != shape:
-            raise ValueError(f"{name} {tuple(t.shape)} must match logp {tuple(shape)}")
-    if advantages.shape != shape[:1]:
-        raise ValueError(f"advantages {tuple(advantages.shape)} must be [{shape[0]}]")
+    _check_loss_args(kind, dec_mean, logp, ref_logp, kl, advantages, decision, anchor)
     decision, anchor = decision.bool(), anchor.bool()
     if skip_zero_adv:
         decision = decision & (advantages.detach() != 0).unsqueeze(-1)  # [B, T]
@@ -459,27 +467,62 @@ def reasonmaxxer_loss(
     ref_logp = torch.where(decision, ref_logp.detach().float(), zero)  # [B, T]
     kl_anchor = torch.where(anchor, kl.float(), zero)  # [B, T]
     adv = advantages.detach().float().unsqueeze(-1)  # [B, 1]
-    weight = torch.where(adv < 0, torch.full_like(adv, neg_weight), torch.ones_like(adv))
-
-    if kind == "contrastive":
-        per_token = -weight * adv * logp  # [B, T]
-    else:
-        per_token = -weight * F.logsigmoid(beta * adv * (logp - ref_logp))  # [B, T]
-    if dec_mean == "token":
-        loss_dec = masked_mean(per_token, decision)
-    else:
-        per_token = torch.where(decision, per_token, zero)  # [B, T]
-        per_rollout = per_token.sum(-1) / decision.sum(-1).clamp(min=1)  # [B]
-        loss_dec = per_rollout.mean()
+    per_token = decision_term(logp, ref_logp, adv, kind=kind, neg_weight=neg_weight, beta=beta)
+    loss_dec = _decision_mean(per_token, decision, dec_mean)
     loss_anchor = masked_mean(kl_anchor, anchor)
     loss = loss_dec + lam * loss_anchor
+    return loss, _loss_stats(loss, loss_dec, loss_anchor, logp, ref_logp, kl, adv, decision, anchor)
 
+
+def _check_loss_args(kind, dec_mean, logp, ref_logp, kl, advantages, decision, anchor) -> None:
+    """ValueError for an unknown ``kind`` / ``dec_mean``, a ``[B, T]`` input whose shape is
+    not ``logp``'s, or ``advantages`` not ``[B]``."""
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"unknown loss kind {kind!r}; expected one of {LOSS_KINDS}")
+    if dec_mean not in DEC_MEANS:
+        raise ValueError(f"unknown dec_mean {dec_mean!r}; expected one of {DEC_MEANS}")
+    shape = logp.shape
+    for name, t in (("ref_logp", ref_logp), ("kl", kl), ("decision", decision), ("anchor", anchor)):
+        if t.shape != shape:
+            raise ValueError(f"{name} {tuple(t.shape)} must match logp {tuple(shape)}")
+    if advantages.shape != shape[:1]:
+        raise ValueError(f"advantages {tuple(advantages.shape)} must be [{shape[0]}]")
+
+
+def decision_term(
+    logp: Tensor, ref_logp: Tensor, adv: Tensor, *, kind: str, neg_weight: float, beta: float
+) -> Tensor:
+    """The per-token decision loss ``[B, T]`` of :func:`reasonmaxxer_loss` before its mean:
+    ``-w · A · logp`` (contrastive) or ``-w · log σ(β · A · (logp - ref_logp))`` (bounded),
+    with ``w = neg_weight`` where ``A < 0`` else 1. ``logp``, ``ref_logp``: ``[B, T]``
+    float32; ``adv``: ``[B, 1]`` float32 advantages."""
+    weight = torch.where(adv < 0, torch.full_like(adv, neg_weight), torch.ones_like(adv))
+    if kind == "contrastive":
+        return -weight * adv * logp  # [B, T]
+    return -weight * F.logsigmoid(beta * adv * (logp - ref_logp))  # [B, T]
+
+
+def _decision_mean(per_token: Tensor, decision: Tensor, dec_mean: str) -> Tensor:
+    """``L_dec``, 0-d: the mean of ``per_token`` [B, T] over the ``decision`` [B, T] tokens
+    pooled (``"token"``), or the mean over rollouts of each rollout's own mean (``"rollout"``;
+    a rollout with no decision token adds 0)."""
+    if dec_mean == "token":
+        return masked_mean(per_token, decision)
+    zero = torch.zeros((), dtype=torch.float32, device=per_token.device)
+    per_token = torch.where(decision, per_token, zero)  # [B, T]
+    per_rollout = per_token.sum(-1) / decision.sum(-1).clamp(min=1)  # [B]
+    return per_rollout.mean()
+
+
+def _loss_stats(loss, loss_dec, loss_anchor, logp, ref_logp, kl, adv, decision, anchor) -> dict:
+    """The statistics :func:`reasonmaxxer_loss` returns, as python floats; ``logp`` and
+    ``ref_logp`` [B, T] are already zeroed outside ``decision``, ``adv`` is ``[B, 1]``."""
     with torch.no_grad():
         n_dec, n_anc = int(decision.sum()), int(anchor.sum())
         logratio = logp - ref_logp  # [B, T]
         pos = decision & (adv > 0)  # [B, T]
         neg = decision & (adv < 0)
-        stats = {
+        return {
             "loss": float(loss),
             "loss_dec": float(loss_dec),
             "loss_anchor": float(loss_anchor),
@@ -490,4 +533,3 @@ def reasonmaxxer_loss(
             "dec_logratio_neg": float(masked_mean(logratio, neg)),
             "kl_decision": float(masked_mean(kl.detach().float(), decision)),
         }
-    return loss, stats
