@@ -206,7 +206,9 @@ def optimize(
     return steps, start, list(iter_jsonl(log_path))
 
 
-def step_counts(epochs: float, n_rows: int, per_step: int, max_steps: int | None):
+def step_counts(
+    epochs: float, n_rows: int, per_step: int, max_steps: int | None
+) -> tuple[int, int]:
     """``(steps, scheduled)``: the optimizer steps to run (``max_steps`` caps them) and the
     scheduled length, ⌈epochs × rows ÷ rows per step⌉, that a linear schedule decays over."""
     steps = scheduled = math.ceil(epochs * n_rows / per_step)
