@@ -2,7 +2,8 @@
 
 The pipeline, one module per stage in the order data flows:
 ``data`` → ``sampling`` → ``grading`` → ``selection`` (entropy, decision points) →
-``losses`` → ``training`` → ``evaluation`` → ``report``.
+``losses`` → ``training`` (its optimisation loop and resumable checkpoint: ``optim``) →
+``evaluation`` → ``report``.
 Grading is ``answers`` (extraction, normalisation) + ``verify_worker`` (math-verify under a
 deadline) behind ``grading``. Beside the method: ``analysis/`` (the paper's §3 disagreement
 and intervention runs), ``distill/`` (§4 KL-LoRA), ``grpo/`` (the TRL GRPO baseline) and

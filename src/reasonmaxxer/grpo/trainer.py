@@ -37,7 +37,7 @@ def trainer_class():
         meter: Meter
 
         def create_scheduler(self, num_training_steps: int, optimizer=None):
-            """ReasonMaxxer's schedule (``training.lr_at``): step k (0-based) runs at
+            """ReasonMaxxer's schedule (``optim.lr_at``): step k (0-based) runs at
             ``lr * min(1, (k + 1) / warmup)``. HF's ``constant_with_warmup`` would run step 0 at
             lr 0, wasting the first rollout."""
             import torch

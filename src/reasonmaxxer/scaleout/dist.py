@@ -8,7 +8,7 @@ from ..errors import UserError
 
 
 class Dist:
-    """Data parallelism for :func:`.training.optimize` under ``accelerate launch`` / ``torchrun``.
+    """Data parallelism for :func:`.optim.optimize` under ``accelerate launch`` / ``torchrun``.
 
     ``grad_accum`` keeps its meaning: micro-batches per optimizer step, over *all* processes.
     Every process draws the same shuffled micro-batch order (same seed); process ``rank``
