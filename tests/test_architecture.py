@@ -25,7 +25,7 @@ ROOT = Path(reasonmaxxer.__file__).parent
 MAX_LINES = 700
 MAX_FUNCTION_LINES = 80
 # Still over the limit, to be split by whoever next owns them; the list may only shrink.
-LONG_FUNCTIONS = {"generation.py::decode_stream"}
+LONG_FUNCTIONS: set[str] = set()
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:

@@ -267,27 +267,44 @@ def decode_stream(
                 use_cache=True,
             ).logits[:, -1]
             next_pos = next_pos + 1
-        new = []
-        # Refill in groups: each refill is one more model call (a prefill) and one copy of the
-        # cache, about the cost of a decode step, so a lone free slot waits for company.
-        group = batch_size - len(rows) >= max(1, batch_size // 4) or len(pending) < batch_size
-        while refill and group and rows and pending and len(rows) + len(new) < batch_size:
-            if len(prompts[pending[-1]]) > mask.shape[1]:
-                break  # wider than the cache: it waits for the next fresh batch
-            new.append(pending.pop())
+        new = _refills(prompts, pending, len(rows), mask.shape[1], batch_size) if refill else []
         if new:
-            new_cache, new_logits, new_mask, new_pos = _prefill(
-                model, [prompts[i] for i in new], pad_id
+            new_logits, mask, new_pos = _splice(
+                model, cache, mask, [prompts[i] for i in new], pad_id
             )
-            width, new_width = mask.shape[1], new_mask.shape[1]
-            _join_rows(cache, new_cache, width, new_width)
-            new_mask = torch.cat([new_mask.new_zeros((len(new), width - new_width)), new_mask], 1)
             rows += new
             logits = torch.cat([logits, new_logits])
-            mask = torch.cat([mask, new_mask])
             next_pos = torch.cat([next_pos, new_pos])
             steps = torch.cat([steps, torch.zeros(len(new), dtype=torch.long, device=device)])
     return out
+
+
+def _refills(
+    prompts: list[list[int]], pending: list[int], live: int, width: int, batch_size: int
+) -> list[int]:
+    """Prompts to splice into a batch of ``live`` rows whose cache is ``width`` wide, popped
+    from ``pending`` (next last). In groups: each refill costs a prefill call and a cache copy,
+    about a decode step, so a lone free slot waits for company until the queue runs short.
+    A prompt wider than the cache waits for the next fresh batch."""
+    free = batch_size - live
+    if not live or not pending or free < max(1, batch_size // 4) and len(pending) >= batch_size:
+        return []
+    new = []
+    while pending and len(new) < free and len(prompts[pending[-1]]) <= width:
+        new.append(pending.pop())
+    return new
+
+
+def _splice(model, cache, mask, prompts: list[list[int]], pad_id: int):
+    """Prefill ``prompts`` on their own and splice their rows into ``cache`` (and ``mask``
+    [B, W]). Returns ``(their next-token logits, the joined mask, their next positions)``."""
+    import torch
+
+    new_cache, logits, new_mask, next_pos = _prefill(model, prompts, pad_id)
+    width, new_width = mask.shape[1], new_mask.shape[1]
+    _join_rows(cache, new_cache, width, new_width)
+    new_mask = torch.cat([new_mask.new_zeros((len(prompts), width - new_width)), new_mask], 1)
+    return logits, torch.cat([mask, new_mask]), next_pos
 
 
 class HFGenerator:
