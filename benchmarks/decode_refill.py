@@ -29,7 +29,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def drained(model, prompts, pad_id, params, eos, generator, batch_size):
-    """The previous HFGenerator loop: fixed batches, each run until its last row ends."""
+    """The previous HFGenerator loop: fixed batches, each run until its last row ends
+    (``decode``; the committed results were measured before it became a thin wrapper over
+    ``decode_stream`` with nothing to refill)."""
     out = []
     for b in range(0, len(prompts), batch_size):
         batch = prompts[b : b + batch_size]

@@ -85,54 +85,18 @@ def nucleus(probs, top_p: float, k: int = 64):
 def decode(
     model, input_ids, attention_mask, params: SamplingParams, eos_ids: list[int], generator
 ) -> list[list[int]]:
-    """Decode a left-padded batch with a KV cache, dropping rows from the batch (and the
-    cache) as soon as they end, so one long completion does not keep 63 finished rows busy.
+    """Decode one left-padded batch with a KV cache, rows leaving the batch (and the cache) as
+    soon as they end: :func:`decode_stream` over exactly these rows, nothing refilled.
 
     Returns the new token ids per row, up to and including the end-of-sequence token.
     """
-    import torch
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-    position = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out_ids: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    eos = torch.tensor(eos_ids, device=input_ids.device)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1]
-    next_pos = position[:, -1] + 1
-    for step in range(params.max_new_tokens):
-        tokens = sample_next(logits, params, generator)
-        for r, t in zip(rows.tolist(), tokens.tolist(), strict=True):
-            out_ids[r].append(t)
-        alive = ~torch.isin(tokens, eos)
-        if step == params.max_new_tokens - 1 or not alive.any():
-            break
-        if not alive.all():
-            keep = alive.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            rows, tokens, attention_mask, next_pos = (
-                rows[keep],
-                tokens[keep],
-                attention_mask[keep],
-                next_pos[keep],
-            )
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], dim=1)
-        logits = model(
-            input_ids=tokens[:, None],
-            attention_mask=attention_mask,
-            position_ids=next_pos[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        ).logits[:, -1]
-        next_pos = next_pos + 1
-    return out_ids
+    prompts = [
+        ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)
+    ]
+    pad_id = int(input_ids[attention_mask == 0][0]) if bool((attention_mask == 0).any()) else 0
+    return decode_stream(
+        model, prompts, pad_id, params, eos_ids, generator, batch_size=len(prompts)
+    )
 
 
 def _prefill(model, prompts: list[list[int]], pad_id: int, width: int | None = None):

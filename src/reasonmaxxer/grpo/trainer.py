@@ -102,7 +102,7 @@ def trainer_class():
 
 
 class RolloutDecoder:
-    """Sample one completion per (already repeated) prompt with :func:`generation.decode`.
+    """Sample one completion per (already repeated) prompt with :func:`generation.decode_stream`.
 
     Returns token ids up to and including the first end-of-sequence token, as TRL's own HF path
     does after masking. The model runs in eval mode (no dropout, no checkpointing) under the
