@@ -7,7 +7,8 @@ loaded model:
 
 - ``select`` (entropies), 16 rows: ~0.53 GiB, i.e. ~1.4 logits-sized buffers a row;
 - ``train``, 8 rows: ~1.85 GiB, i.e. ~9.5 (policy and reference logits, their gradient, the
-  recomputed chunk, the layer being recomputed).
+  recomputed chunk, the layer being recomputed); without activation checkpointing ~3.1 GiB,
+  i.e. ~16 (every layer's activations kept for the backward pass).
 
 So the line on a machine with 20 GiB free is near 80 training rows and 550 selection rows of
 128 tokens. Past it the kernel would kill the process mid-stage; instead the stage stops with
@@ -19,7 +20,7 @@ from __future__ import annotations
 from .errors import UserError
 
 # logits-sized float32 buffers alive per row at a stage's peak (measured; see above)
-BUFFERS_PER_ROW = {"select": 1.4, "train": 9.5}
+BUFFERS_PER_ROW = {"select": 1.4, "train": 9.5, "train_no_checkpointing": 16.4}
 
 
 def stage_bytes(stage: str, rows: int, tokens: int, vocab: int) -> int:
@@ -63,7 +64,7 @@ def check_batch_fits(
     per_row = stage_bytes(stage, 1, tokens, vocab)
     fits = max(free // per_row, 0)
     raise UserError(
-        f"{setting} {rows} needs ~{need / 2**30:.1f} GiB for {stage}'s full-vocabulary logits "
+        f"{setting} {rows} needs ~{need / 2**30:.1f} GiB for {setting.split('.')[0]}'s full-vocabulary logits "
         f"({rows} rows x {tokens} tokens x {vocab:,} vocab), more than the "
         f"{free / 2**30:.1f} GiB free on {device}; at most ~{fits} rows fit: lower {setting}"
     )

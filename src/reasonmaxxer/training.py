@@ -328,7 +328,7 @@ def _check_fits(model, rows: list[dict], cfg: RunConfig) -> None:
     if t.kl_scope == "all":
         tokens += max(len(r["prompt_ids"]) for r in rows)
     check_batch_fits(
-        "train",
+        "train" if t.gradient_checkpointing else "train_no_checkpointing",
         "train.batch_size",
         t.batch_size,
         tokens,
