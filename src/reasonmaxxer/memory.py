@@ -5,7 +5,8 @@ times over while training. Measured on SmolLM2-135M (vocab 49,152, 128 completio
 float32, this project's chunked loss and activation checkpointing), as peak RSS above the
 loaded model:
 
-- ``select`` (entropies), 16 rows: ~0.53 GiB, i.e. ~1.4 logits-sized buffers a row;
+- ``select`` (entropies), 16 rows: 1.07 GiB measured, of which ~0.54 GiB is the weights
+  paged in on first use, so ~0.53 GiB, i.e. ~1.4 logits-sized buffers a row;
 - ``train``, 8 rows: ~1.85 GiB, i.e. ~9.5 (policy and reference logits, their gradient, the
   recomputed chunk, the layer being recomputed); without activation checkpointing ~3.1 GiB,
   i.e. ~16 (every layer's activations kept for the backward pass).
