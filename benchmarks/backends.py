@@ -38,11 +38,11 @@ import time
 from pathlib import Path
 
 from reasonmaxxer.config import build_run_config
-from reasonmaxxer.data import load_benchmark
+from reasonmaxxer.eval.data import load_benchmark
+from reasonmaxxer.eval.grading import grade
+from reasonmaxxer.eval.prompting import build_prompt
 from reasonmaxxer.generation import SamplingParams, make_generator
-from reasonmaxxer.grading import grade
 from reasonmaxxer.io import atomic_write_json, atomic_write_text
-from reasonmaxxer.prompting import build_prompt
 from reasonmaxxer.runinfo import provenance
 
 

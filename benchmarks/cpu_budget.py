@@ -56,7 +56,7 @@ def forward_floor(model_spec: str, dtype: str, autocast: bool, seq: int, batch: 
     """Tokens/s of a plain batched forward pass (``batch`` x ``seq`` tokens) on this machine."""
     import torch
 
-    from reasonmaxxer.cliutil import set_threads
+    from reasonmaxxer.cli.util import set_threads
     from reasonmaxxer.devices import autocast as ac
     from reasonmaxxer.models import load_model
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from reasonmaxxer.cliutil import set_threads
+from reasonmaxxer.cli.util import set_threads
 from reasonmaxxer.config import build_run_config
-from reasonmaxxer.data import load_benchmark
-from reasonmaxxer.generation import SamplingParams, decode, decode_stream
+from reasonmaxxer.decoding import SamplingParams, decode, decode_stream
+from reasonmaxxer.engine import left_pad
+from reasonmaxxer.eval.data import load_benchmark
+from reasonmaxxer.eval.prompting import build_prompt
 from reasonmaxxer.models import load_model
-from reasonmaxxer.prompting import build_prompt
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,12 +36,7 @@ def drained(model, prompts, pad_id, params, eos, generator, batch_size):
     out = []
     for b in range(0, len(prompts), batch_size):
         batch = prompts[b : b + batch_size]
-        width = max(len(x) for x in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, x in enumerate(batch):
-            ids[r, width - len(x) :] = torch.tensor(x)
-            mask[r, width - len(x) :] = 1
+        ids, mask = left_pad(batch, pad_id)
         out += decode(model, ids, mask, params, eos, generator)
     return out
 

@@ -27,8 +27,8 @@ import statistics
 import time
 from pathlib import Path
 
-from reasonmaxxer import grading
-from reasonmaxxer._mv_worker import math_verify_equal
+from reasonmaxxer.eval import grading
+from reasonmaxxer.eval._mv_worker import math_verify_equal
 from reasonmaxxer.io import atomic_write_json
 from reasonmaxxer.runinfo import provenance
 

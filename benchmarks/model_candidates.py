@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from reasonmaxxer.config import PromptConfig
-from reasonmaxxer.data import load_benchmark
+from reasonmaxxer.eval.data import load_benchmark
+from reasonmaxxer.eval.grading import grade
+from reasonmaxxer.eval.prompting import build_prompt
 from reasonmaxxer.generation import HFGenerator, SamplingParams
-from reasonmaxxer.grading import grade
 from reasonmaxxer.io import atomic_write_json
 from reasonmaxxer.models import cache_root, load_model
-from reasonmaxxer.prompting import build_prompt
 from reasonmaxxer.runinfo import provenance
 
 

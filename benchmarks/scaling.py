@@ -55,7 +55,7 @@ def _cfg(args, ray: str | None, workers: int | None):
 def run_one(args, mode: str, workers: int | None, root: Path) -> dict:
     import torch
 
-    from reasonmaxxer.sampling import ROLLOUTS, sample
+    from reasonmaxxer.method.sampling import ROLLOUTS, sample
 
     out = root / f"{mode}-{time.monotonic_ns()}"
     torch.set_num_threads(args.cores)

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import yaml
 
-from reasonmaxxer.comparison import compare
 from reasonmaxxer.config import RunConfig, build_run_config, from_dict, merge, to_dict
-from reasonmaxxer.evaluation import evaluate
+from reasonmaxxer.eval.comparison import compare
+from reasonmaxxer.eval.evaluation import evaluate
 from reasonmaxxer.io import append_jsonl, atomic_write_text, iter_jsonl
-from reasonmaxxer.pipeline import check_disjoint
-from reasonmaxxer.sampling import sample
-from reasonmaxxer.selection import select
-from reasonmaxxer.training import ADAPTER, train
+from reasonmaxxer.method.pipeline import check_disjoint
+from reasonmaxxer.method.sampling import sample
+from reasonmaxxer.method.selection import select
+from reasonmaxxer.method.training import ADAPTER, train
 
 
 def _h(obj) -> str:

@@ -1,4 +1,5 @@
-"""Tests for the analysis suite (paper §3–§4): reasonmaxxer.analysis / distill / cli_analysis.
+"""Tests for the analysis suite (paper §3–§4): reasonmaxxer.analysis, analysis.distill and
+cli.analysis.
 
 The pure functions are checked on hand-built logits whose classes and ranks are written out
 below; the decoder on a pair of tiny random Llamas (the conftest base and a second one with
@@ -315,7 +316,7 @@ def teacher_dir(tmp_path_factory):
 def test_disagree_and_intervene_write_their_outputs(tiny_model_dir, teacher_dir, tmp_path):
     from click.testing import CliRunner
 
-    from reasonmaxxer.cli_analysis import analyze_group
+    from reasonmaxxer.cli.analysis import analyze_group
 
     common = [
         "--model", str(tiny_model_dir), "--teacher", str(teacher_dir),
@@ -358,7 +359,7 @@ def test_disagree_and_intervene_write_their_outputs(tiny_model_dir, teacher_dir,
 def test_distill_two_steps_writes_an_adapter(tiny_model_dir, teacher_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from reasonmaxxer.distill import DistillConfig, run_distill
+    from reasonmaxxer.analysis.distill import DistillConfig, run_distill
 
     cfg = DistillConfig(
         model=str(tiny_model_dir),

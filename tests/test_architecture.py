@@ -143,8 +143,8 @@ def test_imports_resolve_relative_and_function_local(tmp_path):
 
 def test_the_package_has_modules():
     graph = import_graph()
-    assert f"{PACKAGE}.pipeline" in graph and len(graph) > 20
-    assert f"{PACKAGE}.config" in graph[f"{PACKAGE}.pipeline"]
+    assert f"{PACKAGE}.method.pipeline" in graph and len(graph) > 20
+    assert f"{PACKAGE}.config" in graph[f"{PACKAGE}.method.pipeline"]
 
 
 def test_no_import_cycle():

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from reasonmaxxer.arith import LEVELS, generate, space_size, split_key
 from reasonmaxxer.errors import UserError
+from reasonmaxxer.eval.arith import LEVELS, generate, space_size, split_key
 
 
 def _recompute(op: str, operands: list[int]) -> int:

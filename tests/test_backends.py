@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import build_tokenizer, run_cli
 
-from reasonmaxxer import generation, sampling
+from reasonmaxxer import generation
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.generation import (
@@ -21,7 +21,8 @@ from reasonmaxxer.generation import (
     vllm_lora_rank,
 )
 from reasonmaxxer.io import iter_jsonl
-from reasonmaxxer.sampling import ROLLOUTS, sample, sampler_settings
+from reasonmaxxer.method import sampling
+from reasonmaxxer.method.sampling import ROLLOUTS, sample, sampler_settings
 
 VLLM_INSTALLED = importlib.util.find_spec("vllm") is not None
 

@@ -26,7 +26,7 @@ from conftest import run_cli
 
 from reasonmaxxer.cli import main
 from reasonmaxxer.config import build_run_config, dump_yaml
-from reasonmaxxer.selection import entropy_key
+from reasonmaxxer.method.selection import entropy_key
 
 SUB = "subprocess"  # the row runs `python -m reasonmaxxer` in a subprocess
 LEAD = "lead"  # passes once config.py's numeric validation is in; also runs in a subprocess
@@ -385,8 +385,8 @@ def test_unreadable_file_is_one_error_line(tmp_path, monkeypatch):
     """What chmod 000 does to a non-root user (root reads anyway, so simulate the refusal)."""
     from reasonmaxxer import io
     from reasonmaxxer.config import load_yaml
-    from reasonmaxxer.data import load_benchmark
     from reasonmaxxer.errors import UserError
+    from reasonmaxxer.eval.data import load_benchmark
 
     path = tmp_path / "locked.jsonl"
     path.write_text('{"problem": "1+1", "answer": "2"}\n')
@@ -405,7 +405,7 @@ def test_unreadable_file_is_one_error_line(tmp_path, monkeypatch):
 
 
 def test_unwritable_out_folder_is_refused(tmp_path, monkeypatch):
-    from reasonmaxxer.cliutil import check_out_dir
+    from reasonmaxxer.cli.util import check_out_dir
     from reasonmaxxer.errors import UserError
 
     monkeypatch.setattr(os, "access", lambda p, mode: False)

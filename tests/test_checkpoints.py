@@ -8,10 +8,10 @@ import json
 import pytest
 from conftest import run_cli
 
-from reasonmaxxer.arith import canonical_keys, generate, space_size
-from reasonmaxxer.checkpoints import check_dev_disjoint, choose_best, snapshot_every
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.errors import UserError
+from reasonmaxxer.eval.arith import canonical_keys, generate, space_size
+from reasonmaxxer.method.checkpoints import check_dev_disjoint, choose_best, snapshot_every
 from reasonmaxxer.models import load_model
 
 
@@ -104,7 +104,8 @@ def _dev_file(tmp_path):
 
 
 def test_train_keeps_the_checkpoint_best_on_dev(tmp_path, tiny_model_dir, monkeypatch):
-    from reasonmaxxer import evaluation, training
+    from reasonmaxxer.eval import evaluation
+    from reasonmaxxer.method import training
 
     _, tok, _ = load_model(str(tiny_model_dir))
     run = tmp_path / "run"
@@ -139,7 +140,8 @@ def test_train_keeps_the_checkpoint_best_on_dev(tmp_path, tiny_model_dir, monkey
 
 
 def test_killed_while_scoring_resumes_the_scoring_only(tmp_path, tiny_model_dir, monkeypatch):
-    from reasonmaxxer import evaluation, training
+    from reasonmaxxer.eval import evaluation
+    from reasonmaxxer.method import training
 
     _, tok, _ = load_model(str(tiny_model_dir))
     run = tmp_path / "run"
@@ -182,7 +184,7 @@ def test_killed_while_scoring_resumes_the_scoring_only(tmp_path, tiny_model_dir,
 
 @pytest.mark.slow
 def test_train_scores_real_checkpoints_on_dev(tmp_path, tiny_model_dir):
-    from reasonmaxxer import training
+    from reasonmaxxer.method import training
 
     _, tok, _ = load_model(str(tiny_model_dir))
     run = tmp_path / "run"

@@ -344,44 +344,90 @@ def _help_defaults(command) -> dict[str, str]:
     return out
 
 
-def _flat(*sections: dict) -> dict:
-    out: dict = {}
-    for section in sections:
-        assert not set(out) & set(section)
-        out.update(section)
-    return out
+class _Resolved(Exception):
+    """Raised by the spy on ``config.resolve``: the command got as far as its config."""
 
 
-def test_help_shows_the_defaults_each_command_really_uses():
-    from reasonmaxxer.analysis import DisagreeConfig, InterveneConfig
-    from reasonmaxxer.cli_analysis import field_defaults
-    from reasonmaxxer.config import to_dict
-    from reasonmaxxer.distill import DistillConfig
-    from reasonmaxxer.grpo import build_grpo_config
+def _commands(group, path=()):
+    """``(path, command)`` for every command of the CLI, subcommands of groups included."""
+    import click
 
-    packaged = to_dict(stage_config(None, None, {}))
-    plain = to_dict(stage_config(None, None, {}, plain_eval=True))
-    grpo = to_dict(build_grpo_config())
-    analyze = cli.commands["analyze"]
-    expected = {
-        cli.commands["eval"]: _flat(plain["model"], plain["prompt"], plain["eval"]),
-        cli.commands["sample"]: _flat(packaged["model"], packaged["prompt"], packaged["sample"]),
-        cli.commands["select"]: _flat(packaged["select"], packaged["model"]),
-        cli.commands["train"]: _flat(packaged["train"], packaged["model"]),
-        cli.commands["run"]: {**packaged["model"], "rounds": packaged["rounds"]},
-        cli.commands["grpo"]: grpo,
-        analyze.commands["disagree"]: _flat(field_defaults(DisagreeConfig), plain["prompt"]),
-        analyze.commands["intervene"]: _flat(field_defaults(InterveneConfig), plain["prompt"]),
-        cli.commands["distill"]: _flat(field_defaults(DistillConfig), plain["prompt"]),
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def _value_for(cfg, option):
+    """The value ``option`` (a flag made from a config field) sets in the resolved ``cfg``:
+    on ``cfg`` itself, or on the section of ``cfg`` of the option's config class."""
+    if isinstance(cfg, option.config_class):
+        return getattr(cfg, option.name)
+    sections = [
+        getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if isinstance(getattr(cfg, f.name), option.config_class)
+    ]
+    assert len(sections) == 1, (option.name, option.config_class)
+    return getattr(sections[0], option.name)
+
+
+def test_help_shows_the_defaults_each_command_really_uses(tmp_path, monkeypatch):
+    """Every command and subcommand, run with no flag but the required ones: each flag made
+    from a config field shows in --help the value the command then resolves."""
+    import sys
+
+    from click.testing import CliRunner
+
+    import reasonmaxxer.config as config_module
+    from reasonmaxxer.cli.util import ConfigOption
+
+    real, resolved = config_module.resolve, []
+
+    def spy(*args, **kwargs):
+        resolved.append(real(*args, **kwargs))
+        raise _Resolved
+
+    callers = [  # every module that calls it; config's own helpers (the presets) are not spied
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith("reasonmaxxer.") and name != "reasonmaxxer.config"
+        if getattr(module, "resolve", None) is real
+    ]
+    for module in callers:
+        monkeypatch.setattr(module, "resolve", spy)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    required = {  # what a command needs before it resolves its config
+        "RUN_DIR": [str(run_dir)],
+        "out": ["--out", str(tmp_path / "out")],
     }
-    checked = 0
-    for command, values in expected.items():
+    stand_in = ["--teacher-adapter", "TEACHER"]  # an analysis needs a teacher to be valid
+    checked, commands = 0, 0
+    for path, command in _commands(cli):
+        options = [p for p in command.params if isinstance(p, ConfigOption)]
+        if not options:
+            continue
+        args = [*path]
+        for p in command.params:
+            if p.required:
+                args += required["RUN_DIR" if p.param_type_name == "argument" else p.name]
+        if any(o.name == "teacher_adapter" for o in options):
+            args += stand_in
+        resolved.clear()
+        result = CliRunner().invoke(cli, args)
+        assert isinstance(result.exception, _Resolved), (path, result.output, result.exception)
+        (cfg,) = resolved
         shown = _help_defaults(command)
-        assert shown, command.name
-        for name, text in shown.items():
-            assert text == str(values[name]), f"{command.name} --{name}: {text} != {values[name]}"
+        for option in options:
+            if option.name == "teacher_adapter":
+                continue
+            value = _value_for(cfg, option)
+            assert shown[option.name] == str(value), f"{' '.join(path)} --{option.name}"
             checked += 1
-    assert checked > 150
+        commands += 1
+    assert commands == 9 and checked > 200
     # the case that was wrong: the packaged default gate is `all`, not the dataclass's `entropy`
     assert _help_defaults(cli.commands["select"])["gate"] == "all"
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from reasonmaxxer.data import (
+from reasonmaxxer.errors import UserError
+from reasonmaxxer.eval.data import (
     BUNDLED,
     Problem,
     benchmark_names,
@@ -15,7 +16,6 @@ from reasonmaxxer.data import (
     load_benchmarks,
     split_specs,
 )
-from reasonmaxxer.errors import UserError
 
 EXPECTED_ROWS = {
     "gsm8k": 1319,

@@ -11,7 +11,8 @@ import torch
 
 from reasonmaxxer import models
 from reasonmaxxer.config import build_run_config
-from reasonmaxxer.examples import (
+from reasonmaxxer.io import iter_jsonl
+from reasonmaxxer.method.examples import (
     DIVERGENCES,
     EXAMPLES,
     choose_eval_examples,
@@ -19,9 +20,8 @@ from reasonmaxxer.examples import (
     greedy_by_key,
     write_divergences,
 )
-from reasonmaxxer.io import iter_jsonl
+from reasonmaxxer.method.selection import select
 from reasonmaxxer.models import load_model
-from reasonmaxxer.selection import select
 
 # problem -> (completion text, reward) of its rollouts: p0 and p1 are 1 of 2, p2 always wrong.
 COMPLETIONS = {
@@ -129,7 +129,7 @@ def test_select_without_the_model_writes_examples_with_a_note(tmp_path, tiny_mod
     (run / EXAMPLES).unlink()
     gone = _cfg(str(tmp_path / "gone"), top_frac=0.3)
     lines = (run / "entropies.jsonl").read_text().splitlines()
-    from reasonmaxxer.selection import entropy_key
+    from reasonmaxxer.method.selection import entropy_key
 
     rekeyed = [{**json.loads(x), "key": entropy_key(gone)} for x in lines]
     (run / "entropies.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rekeyed))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reasonmaxxer.generation import HFGenerator, SamplingParams, decode, nucleus, sample_next
+from reasonmaxxer.decoding import SamplingParams, decode, nucleus, sample_next
+from reasonmaxxer.generation import HFGenerator
 from reasonmaxxer.models import load_model
 
 PROMPTS = [
@@ -314,7 +315,7 @@ def test_decode_stream_refills_and_matches_each_prompt_alone(tiny):
     """Rows end at different steps (an "end" token chosen from the free-running output), the
     freed slots are refilled with the next prompts, and every prompt's tokens equal what it
     decodes alone, unpadded."""
-    from reasonmaxxer.generation import decode_stream
+    from reasonmaxxer.decoding import decode_stream
 
     model, tok = tiny
     prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
@@ -350,7 +351,7 @@ def test_decode_stream_refills_and_matches_each_prompt_alone(tiny):
 
 
 def test_decode_stream_sampling_is_reproducible(tiny):
-    from reasonmaxxer.generation import decode_stream
+    from reasonmaxxer.decoding import decode_stream
 
     model, tok = tiny
     prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS] * 2

@@ -43,7 +43,7 @@ def _sets(tmp_path, device: str) -> dict:
 def test_every_stage_runs_on_cuda(tmp_path, digit_model_dir, cache_dir):
     from reasonmaxxer.config import build_run_config
     from reasonmaxxer.io import iter_jsonl
-    from reasonmaxxer.pipeline import run
+    from reasonmaxxer.method.pipeline import run
 
     overrides = _sets(tmp_path, "cuda")
     overrides["model"]["model"] = str(digit_model_dir)
@@ -58,9 +58,9 @@ def test_every_stage_runs_on_cuda(tmp_path, digit_model_dir, cache_dir):
 def test_entropies_and_step_loss_match_the_cpu(digit_model_dir):
     from reasonmaxxer.config import build_run_config
     from reasonmaxxer.engine import build_batch, completion_logits
-    from reasonmaxxer.losses import entropy_from_logits
+    from reasonmaxxer.method.losses import entropy_from_logits
+    from reasonmaxxer.method.training import lora_model, step_loss
     from reasonmaxxer.models import load_model
-    from reasonmaxxer.training import lora_model, step_loss
 
     rows = [
         {

@@ -16,11 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from reasonmaxxer import grading
+import reasonmaxxer
 from reasonmaxxer.errors import UserError
-from reasonmaxxer.grading import Extraction, Grade, answers_match, extract_answer, grade, is_correct
+from reasonmaxxer.eval import grading
+from reasonmaxxer.eval.grading import (
+    Extraction,
+    Grade,
+    answers_match,
+    extract_answer,
+    grade,
+    is_correct,
+)
 
-BENCH = Path(grading.__file__).parent / "data" / "benchmarks"
+BENCH = Path(reasonmaxxer.__file__).parent / "data" / "benchmarks"
 
 
 def _answers(name: str) -> set[str]:

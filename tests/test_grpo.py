@@ -8,9 +8,9 @@ import threading
 import pytest
 import yaml
 
-from reasonmaxxer import grading
+from reasonmaxxer.baselines.grpo import GRPORunConfig, Meter, build_grpo_config, make_reward
 from reasonmaxxer.errors import UserError
-from reasonmaxxer.grpo import GRPORunConfig, Meter, build_grpo_config, make_reward
+from reasonmaxxer.eval import grading
 
 
 def test_defaults_match_the_default_run():
@@ -39,7 +39,7 @@ def test_defaults_match_the_default_run():
 
 
 def test_trl_arguments_map_our_names_to_trl():
-    from reasonmaxxer.grpo import trl_arguments
+    from reasonmaxxer.baselines.grpo import trl_arguments
 
     cfg = GRPORunConfig(
         batch_size=4,
@@ -95,7 +95,7 @@ def test_trl_arguments_map_our_names_to_trl():
 def test_trl_accepts_the_arguments(tmp_path):
     """TRL reads them as meant: 8 completions a step in groups of 4 is 2 prompts a step."""
     trl = pytest.importorskip("trl")
-    from reasonmaxxer.grpo import trl_arguments
+    from reasonmaxxer.baselines.grpo import trl_arguments
 
     cfg = GRPORunConfig(batch_size=4, grad_accum=2, num_generations=4, lr=1e-4, max_steps=7)
     args = trl.GRPOConfig(**trl_arguments(cfg, str(tmp_path), device="cpu", backend="hf"))
@@ -165,7 +165,7 @@ def test_reward_counts_grader_timeouts(monkeypatch: pytest.MonkeyPatch):
 def test_cli_flags_come_from_the_dataclass():
     from click.testing import CliRunner
 
-    from reasonmaxxer.cli_grpo import grpo_cmd
+    from reasonmaxxer.cli.grpo import grpo_cmd
 
     result = CliRunner().invoke(grpo_cmd, ["--help"])
     assert result.exit_code == 0
@@ -180,7 +180,7 @@ def test_grpo_two_steps_on_a_tiny_model(digit_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from reasonmaxxer.grpo import run_grpo
+    from reasonmaxxer.baselines.grpo import run_grpo
 
     problems = tmp_path / "sevens.jsonl"
     problems.write_text(
@@ -247,7 +247,7 @@ def test_grpo_two_steps_on_a_tiny_model(digit_model_dir, tmp_path):
 def test_grpo_with_reasonmaxxer_rollouts_and_time_budget(digit_model_dir, tmp_path):
     """The decode-loop rollout generator plugs into TRL; a spent budget stops cleanly."""
     pytest.importorskip("trl")
-    from reasonmaxxer.grpo import run_grpo
+    from reasonmaxxer.baselines.grpo import run_grpo
 
     cfg = build_grpo_config(
         None,

@@ -1,7 +1,7 @@
 """GRPO samples its rollouts the way the pipeline does (issue: one sampling temperature)."""
 
+from reasonmaxxer.baselines.grpo import build_grpo_config
 from reasonmaxxer.config import build_run_config
-from reasonmaxxer.grpo import build_grpo_config
 
 
 def test_grpo_samples_like_the_default_pipeline():

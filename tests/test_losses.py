@@ -1,4 +1,4 @@
-"""Tests for reasonmaxxer.losses against numbers worked out by hand.
+"""Tests for reasonmaxxer.method.losses against numbers worked out by hand.
 
 Every expected value below is written out with the arithmetic that gives it;
 none is produced by calling the function under test or a copy of it.
@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from reasonmaxxer.losses import (
+from reasonmaxxer.method.losses import (
     decision_mask,
     entropy_from_logits,
     group_advantages,

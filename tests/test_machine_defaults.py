@@ -4,8 +4,8 @@ natively) and the thread count (the cores other work leaves free)."""
 import pytest
 
 from reasonmaxxer import devices
+from reasonmaxxer.baselines.grpo import GRPORunConfig
 from reasonmaxxer.config import build_run_config
-from reasonmaxxer.grpo import GRPORunConfig
 
 
 @pytest.fixture

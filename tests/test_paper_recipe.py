@@ -12,10 +12,16 @@ import torch
 
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.io import iter_jsonl
-from reasonmaxxer.losses import group_advantages, reasonmaxxer_loss
+from reasonmaxxer.method.losses import group_advantages, reasonmaxxer_loss
+from reasonmaxxer.method.selection import (
+    ENTROPIES,
+    SELECTION,
+    curriculum_order,
+    entropy_key,
+    select,
+)
+from reasonmaxxer.method.training import build_batch, whole_sequence
 from reasonmaxxer.optim import batch_order, bucketed_batches, curriculum_batches, lr_at, optimize
-from reasonmaxxer.selection import ENTROPIES, SELECTION, curriculum_order, entropy_key, select
-from reasonmaxxer.training import build_batch, whole_sequence
 
 # --------------------------------------------------------------------------- advantages
 
@@ -156,9 +162,9 @@ def test_whole_sequence_anchors_the_prompt_by_hand():
 
 def test_step_loss_kl_over_the_prompt(tiny_model_dir):
     from reasonmaxxer.engine import completion_logits
-    from reasonmaxxer.losses import kl_ref_to_policy
+    from reasonmaxxer.method.losses import kl_ref_to_policy
+    from reasonmaxxer.method.training import lora_model, step_loss
     from reasonmaxxer.models import load_model
-    from reasonmaxxer.training import lora_model, step_loss
 
     model, tok, _ = load_model(str(tiny_model_dir))
     rows = []

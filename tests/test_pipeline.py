@@ -19,7 +19,7 @@ from conftest import run_cli
 from reasonmaxxer.cli import parse_sets, stage_config
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import iter_jsonl
-from reasonmaxxer.pipeline import run
+from reasonmaxxer.method.pipeline import run
 
 STAGES = ("sample", "select", "train", "eval_base", "eval_adapter")
 EVAL_K = 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reasonmaxxer.cli_report import report_cmd
+from reasonmaxxer.cli.report import report_cmd
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.report import (
     build_report,
@@ -521,3 +521,20 @@ def test_report_imports_no_torch_and_loads_no_model(full_run):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
     assert "base top-5:" in (full_run / "report.html").read_text()
+
+
+def test_pass_counts_from_rollouts_alone(tmp_path):
+    """Without sample.json or selection.json the report counts rollouts.jsonl itself: a row
+    with no reward counts as wrong."""
+    from reasonmaxxer.report.entropy import pass_counts
+    from reasonmaxxer.report.rundir import RunDir
+
+    rewards = {"a": [1, 0, 1, None], "b": [0, 0, 0, 0], "c": [1, 1, 1, 1]}
+    rows = [
+        {"problem_id": pid, **({} if r is None else {"reward": r})}
+        for pid, rs in rewards.items()
+        for r in rs
+    ]
+    _jsonl(tmp_path / "rollouts.jsonl", rows)
+    assert pass_counts(RunDir(tmp_path)) == ([1, 0, 1, 0, 1], 4)  # b: 0, a: 2, c: 4 of 4
+    assert pass_counts(RunDir(tmp_path / "empty")) == (None, None)

@@ -21,8 +21,8 @@ from reasonmaxxer.cli import parse_sets, stage_config
 from reasonmaxxer.config import build_run_config, dump_yaml, identity
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import LOCK, append_jsonl, iter_jsonl, run_lock
-from reasonmaxxer.pipeline import run, stage_keys
-from reasonmaxxer.sampling import ROLLOUTS, sample
+from reasonmaxxer.method.pipeline import run, stage_keys
+from reasonmaxxer.method.sampling import ROLLOUTS, sample
 
 # --------------------------------------------------------------------------- torn tails
 

@@ -12,10 +12,10 @@ import torch
 from conftest import run_cli
 from test_pipeline import _sets
 
-from reasonmaxxer import pipeline
 from reasonmaxxer.cli import parse_sets, stage_config
 from reasonmaxxer.io import iter_jsonl
-from reasonmaxxer.rounds import round_dir, round_models
+from reasonmaxxer.method import pipeline
+from reasonmaxxer.method.rounds import round_dir, round_models
 
 OUT = Path("runs/x")
 

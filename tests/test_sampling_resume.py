@@ -16,7 +16,7 @@ from conftest import cli_env, run_cli
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import iter_jsonl
-from reasonmaxxer.sampling import ROLLOUTS, chunk_seed, sample
+from reasonmaxxer.method.sampling import ROLLOUTS, chunk_seed, sample
 
 TRAIN = "arith:level=1,n=12,split=train"
 K = 2

@@ -116,7 +116,7 @@ def test_ray_flag_without_ray_installed_is_one_error_line(tmp_path, tiny_model_d
 
 
 def test_ray_settings_stay_out_of_stage_identity(tiny_model_dir):
-    from reasonmaxxer.training import checkpoint_scope
+    from reasonmaxxer.method.training import checkpoint_scope
 
     rows = [{"problem_id": "a", "rollout": 0, "decision": [1], "advantage": 1.0}]
     plain = build_run_config(overrides={"model": {"model": str(tiny_model_dir)}})
@@ -139,9 +139,9 @@ def test_report_to_tensorboard_mirrors_the_log(tmp_path, tiny_model_dir):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from reasonmaxxer.method.selection import SELECTION
+    from reasonmaxxer.method.training import train
     from reasonmaxxer.models import load_model
-    from reasonmaxxer.selection import SELECTION
-    from reasonmaxxer.training import train
 
     _, tok, _ = load_model(str(tiny_model_dir))
     rows = []

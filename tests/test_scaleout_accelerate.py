@@ -27,8 +27,8 @@ import yaml
 from conftest import cli_env, run_cli
 
 from reasonmaxxer.io import iter_jsonl
+from reasonmaxxer.method.selection import SELECTION
 from reasonmaxxer.models import load_model
-from reasonmaxxer.selection import SELECTION
 
 pytest.importorskip("accelerate")
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -136,8 +136,9 @@ def test_two_processes_equal_one_process(tmp_path, tiny_model_dir, cache_dir):
 
 
 def test_launched_processes_resume_a_killed_run(tmp_path, tiny_model_dir, cache_dir, monkeypatch):
-    from reasonmaxxer import optim, training
+    from reasonmaxxer import optim
     from reasonmaxxer.config import build_run_config
+    from reasonmaxxer.method import training
 
     straight = _run_dir(tmp_path / "straight", tiny_model_dir)
     killed = _run_dir(tmp_path / "killed", tiny_model_dir)

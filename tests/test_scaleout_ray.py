@@ -26,7 +26,7 @@ from conftest import cli_env
 
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.io import iter_jsonl
-from reasonmaxxer.sampling import ROLLOUTS, sample
+from reasonmaxxer.method.sampling import ROLLOUTS, sample
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

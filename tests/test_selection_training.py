@@ -15,9 +15,8 @@ from reasonmaxxer.config import build_run_config
 from reasonmaxxer.engine import build_batch
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import iter_jsonl
-from reasonmaxxer.losses import selective_log_softmax
-from reasonmaxxer.models import load_model
-from reasonmaxxer.selection import (
+from reasonmaxxer.method.losses import selective_log_softmax
+from reasonmaxxer.method.selection import (
     ENTROPIES,
     SELECTION,
     choose_problems,
@@ -26,6 +25,7 @@ from reasonmaxxer.selection import (
     pass_rates,
     select,
 )
+from reasonmaxxer.models import load_model
 
 # --------------------------------------------------------------------------- build_batch
 
@@ -396,7 +396,7 @@ def _train_cfg(model_dir, **train):
 def test_train_on_hand_made_selection(tmp_path, tiny_model_dir):
     from peft import PeftModel
 
-    from reasonmaxxer.training import train
+    from reasonmaxxer.method.training import train
 
     model, tok, _ = load_model(str(tiny_model_dir))
     rows = _hand_selection(tmp_path, tok)
@@ -434,7 +434,8 @@ def test_train_killed_and_resumed_matches_an_uninterrupted_run(
 ):
     from safetensors.torch import load_file
 
-    from reasonmaxxer import optim, training
+    from reasonmaxxer import optim
+    from reasonmaxxer.method import training
 
     _, tok, _ = load_model(str(tiny_model_dir))
     cfg = _train_cfg(tiny_model_dir, max_steps=5, epochs=4, checkpoint_every=1)
@@ -492,7 +493,7 @@ def test_train_killed_while_saving_the_adapter_keeps_its_checkpoint(
     from the last checkpoint (step 4 of 5) instead of training from step 0 again."""
     from safetensors.torch import load_file
 
-    from reasonmaxxer import training
+    from reasonmaxxer.method import training
 
     _, tok, _ = load_model(str(tiny_model_dir))
     cfg = _train_cfg(tiny_model_dir, max_steps=5, epochs=4, checkpoint_every=1)

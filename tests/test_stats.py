@@ -6,12 +6,14 @@ import math
 
 import pytest
 
-from reasonmaxxer.evaluation import summarize
+from reasonmaxxer.eval.evaluation import summarize
 from reasonmaxxer.stats import (
     bootstrap_mean_ci,
     mcnemar_exact,
     paired_bootstrap,
     pass_at_k,
+    pass_count_hist,
+    pass_rates,
     wilson_interval,
 )
 
@@ -168,3 +170,27 @@ def test_format_p():
     assert format_p(1.74e-9) == "1.7e-09"
     assert format_p(1.0) == "1"
     assert format_p(None) == "–"
+
+
+# --------------------------------------------------------------------------- pass counts
+
+
+def test_pass_rates_and_their_count_histogram_by_hand():
+    rows = [
+        {"problem_id": pid, "reward": r}
+        for pid, rewards in (("a", [1, 0, 1, 1]), ("b", [0, 0, 0, 0]), ("c", [1, 1, 1, 1]))
+        for r in rewards
+    ]
+    rates = pass_rates(rows)
+    assert rates == {"a": 0.75, "b": 0.0, "c": 1.0} and list(rates) == ["a", "b", "c"]
+    assert pass_count_hist(rates, 4) == [1, 0, 0, 1, 1]  # b: 0, a: 3, c: 4 of 4
+    # a problem with 2 of its 4 rollouts correct counts as 1 of k = 2
+    assert pass_count_hist({"x": 0.5, "y": 0.5, "z": 1.0}, 2) == [0, 2, 1]
+
+
+@pytest.mark.parametrize("k", range(1, 65))
+def test_pass_count_of_c_correct_of_k_is_c(k):
+    """``round(c / k * k) == c``: the histogram of rates counts a problem with c of k rollouts
+    correct in bin c, as sampling's count of correct rollouts did."""
+    hist = pass_count_hist({str(c): c / k for c in range(k + 1)}, k)
+    assert hist == [1] * (k + 1)

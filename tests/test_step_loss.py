@@ -11,8 +11,8 @@ import torch
 
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.engine import build_batch
+from reasonmaxxer.method.training import lora_model, step_loss
 from reasonmaxxer.models import load_model
-from reasonmaxxer.training import lora_model, step_loss
 
 LN2 = math.log(2.0)
 

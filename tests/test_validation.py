@@ -8,12 +8,12 @@ import random
 import pytest
 
 from reasonmaxxer.analysis import DisagreeConfig
+from reasonmaxxer.analysis.distill import DistillConfig
+from reasonmaxxer.baselines.grpo import build_grpo_config
 from reasonmaxxer.config import build_run_config, identity
-from reasonmaxxer.distill import DistillConfig
 from reasonmaxxer.errors import UserError
-from reasonmaxxer.grpo import build_grpo_config
 from reasonmaxxer.io import append_jsonl, atomic_write_json, atomic_write_jsonl
-from reasonmaxxer.training import optimize
+from reasonmaxxer.method.training import optimize
 
 BAD_RUN = [
     ("train", "lr", "inf"),

@@ -1,15 +1,16 @@
 """Stage configs: one dataclass per stage, each field with a one-line help text.
 
 The same class is filled from the packaged default YAML, a user YAML and CLI flags (in that
-order, later wins); ``__post_init__`` validates, and a bad value is one :class:`UserError`.
-The resolved config (every default filled in) is what a run directory records.
+order, later wins) by :func:`resolve`, the one resolver every command uses; ``__post_init__``
+validates, and a bad value is one :class:`UserError`. The resolved config (every default
+filled in) is what a run directory records. Fields that several commands share (decoding,
+optimiser, LoRA) are declared once in :mod:`.blocks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -18,26 +19,14 @@ from typing import Any
 
 import yaml
 
+from .blocks import DecodeConfig, LoraSpec, OptimConfig, WithLora, WithOptim
 from .errors import UserError
 from .fields import base_type as _base_type
 from .fields import check as _check
+from .fields import check_fields, project, shared
 from .fields import help_field as _f
 
 DEFAULT_PROMPT = "{problem}\nPut your final answer within \\boxed{}."
-
-
-def check_fields(obj: Any) -> None:
-    """Choices, and that every float field is a finite number (no nan, no inf).
-
-    Every config class calls this first in ``__post_init__``; the per-field ranges follow.
-    """
-    for f in dataclasses.fields(obj):
-        choices = f.metadata.get("choices")
-        value = getattr(obj, f.name)
-        if choices and value is not None and value not in choices:
-            raise UserError(f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"--{_flag(f.name)} must be a finite number; got {value}")
 
 
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -152,10 +141,12 @@ class EvalConfig:
     k: int = _f(
         1, "samples per problem at --temperature for avg@k / pass@k (greedy pass@1 is always run)"
     )
-    temperature: float = _f(0.6, "sampling temperature for the k samples")
-    top_p: float = _f(1.0, "nucleus sampling for the k samples")
-    max_new_tokens: int = _f(256, "generation length limit")
-    batch_size: int = _f(64, "sequences generated together")
+    temperature: float = shared(
+        DecodeConfig, "temperature", 0.6, "sampling temperature for the k samples"
+    )
+    top_p: float = shared(DecodeConfig, "top_p", help="nucleus sampling for the k samples")
+    max_new_tokens: int = shared(DecodeConfig, "max_new_tokens")
+    batch_size: int = shared(DecodeConfig, "batch_size")
     seed: int = _f(0, "sampling seed")
     grader_timeout: float = _f(5.0, "seconds per answer comparison before it counts as a time-out")
 
@@ -164,9 +155,7 @@ class EvalConfig:
         _check(self.k >= 1, "--k must be >= 1")
         _check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
         _check(self.temperature > 0, "--temperature must be > 0 (greedy pass@1 is always run)")
-        _check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
-        _check(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
-        _check(self.batch_size >= 1, "--batch-size must be >= 1")
+        project(self, DecodeConfig)
         _check(self.grader_timeout > 0, "--grader-timeout must be > 0")
 
 
@@ -178,10 +167,10 @@ class SampleConfig:
     )
     limit: int | None = _f(None, "use only the first N training problems")
     k: int = _f(8, "rollouts per problem")
-    temperature: float = _f(1.0, "sampling temperature (> 0)")
-    top_p: float = _f(1.0, "nucleus sampling")
-    max_new_tokens: int = _f(128, "rollout length limit")
-    batch_size: int = _f(64, "sequences generated together")
+    temperature: float = shared(DecodeConfig, "temperature", help="sampling temperature (> 0)")
+    top_p: float = shared(DecodeConfig, "top_p")
+    max_new_tokens: int = shared(DecodeConfig, "max_new_tokens", 128, "rollout length limit")
+    batch_size: int = shared(DecodeConfig, "batch_size")
     chunk_problems: int = _f(
         16, "problems per resumable chunk (each chunk is seeded and saved whole)"
     )
@@ -194,12 +183,11 @@ class SampleConfig:
         _check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
         _check(self.grader_timeout > 0, "--grader-timeout must be > 0")
         _check(self.temperature > 0, "--temperature must be > 0")
-        _check(0 < self.top_p <= 1, "--top-p must be in (0, 1]")
-        _check(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
         _check(
             self.batch_size >= 1 and self.chunk_problems >= 1,
             "--batch-size and --chunk-problems must be >= 1",
         )
+        project(self, DecodeConfig)
 
 
 @dataclass
@@ -247,19 +235,19 @@ class SelectConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(WithLora, WithOptim):
     loss: str = _f("bounded", "decision-point loss", ("contrastive", "bounded"))
     lam: float = _f(1.0, "weight of the KL anchor on non-decision tokens (paper: 0.2)")
     neg_weight: float = _f(1.0, "weight of the negative-advantage term")
     positive_only: bool = _f(False, "drop rollouts with negative advantage")
     beta: float = _f(1.0, "scale inside the bounded loss's sigmoid")
-    lr: float = _f(1e-4, "AdamW learning rate")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    epochs: float = _f(2.0, "passes over the selected rollouts")
-    max_steps: int | None = _f(None, "stop after this many optimizer steps")
+    lr: float = shared(OptimConfig, "lr")
+    weight_decay: float = shared(OptimConfig, "weight_decay")
+    epochs: float = shared(OptimConfig, "epochs", help="passes over the selected rollouts")
+    max_steps: int | None = shared(OptimConfig, "max_steps")
     batch_size: int = _f(8, "rollouts per forward pass")
-    grad_accum: int = _f(1, "forward passes per optimizer step")
-    warmup_steps: int = _f(5, "linear learning-rate warm-up")
+    grad_accum: int = shared(OptimConfig, "grad_accum")
+    warmup_steps: int = shared(OptimConfig, "warmup_steps")
     schedule: str = _f(
         "constant",
         "learning rate after the warm-up: constant, or linear decay to 0 over the scheduled "
@@ -284,7 +272,7 @@ class TrainConfig:
         "with the prompt (needs logits over the whole sequence)",
         ("completion", "all"),
     )
-    max_grad_norm: float = _f(1.0, "gradient clipping")
+    max_grad_norm: float = shared(OptimConfig, "max_grad_norm")
     autocast: str = _f(
         "auto",
         "mixed precision for forward passes: auto = bfloat16 where the device runs it natively "
@@ -297,10 +285,10 @@ class TrainConfig:
         "same gradients; a default step's peak memory 3.1 -> 1.9 GiB above the model for ~10% "
         "more time",
     )
-    lora_r: int = _f(32, "LoRA rank")
-    lora_alpha: int = _f(64, "LoRA alpha")
-    lora_dropout: float = _f(0.0, "LoRA dropout")
-    lora_targets: str = _f("q_proj,k_proj,v_proj,o_proj", "comma list of module names to adapt")
+    lora_r: int = shared(LoraSpec, "lora_r")
+    lora_alpha: int = shared(LoraSpec, "lora_alpha")
+    lora_dropout: float = shared(LoraSpec, "lora_dropout")
+    lora_targets: str = shared(LoraSpec, "lora_targets")
     seed: int = _f(0, "training seed (adapter init, shuffling)")
     checkpoint_every: int = _f(
         20,
@@ -338,20 +326,13 @@ class TrainConfig:
             self.lr > 0 and self.lam >= 0 and self.beta > 0, "need --lr > 0, --lam >= 0, --beta > 0"
         )
         _check(self.neg_weight >= 0, "--neg-weight must be >= 0")
-        _check(self.weight_decay >= 0, "--weight-decay must be >= 0")
-        _check(self.epochs > 0, "--epochs must be > 0")
-        _check(self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1")
-        _check(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
-        _check(self.max_grad_norm > 0, "--max-grad-norm must be > 0")
-        _check(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
-        _check(self.lora_alpha >= 1, "--lora-alpha must be >= 1")
         _check(self.checkpoint_every >= 0, "--checkpoint-every must be >= 0")
         _check(
             self.batch_size >= 1 and self.grad_accum >= 1,
             "--batch-size and --grad-accum must be >= 1",
         )
-        _check(self.lora_r >= 1, "--lora-r must be >= 1")
-        _check(bool(self.lora_targets.strip()), "--lora-targets must name at least one module")
+        project(self, OptimConfig)
+        project(self, LoraSpec)
 
 
 @dataclass
@@ -409,10 +390,6 @@ SECTIONS = {
     for f in dataclasses.fields(RunConfig)
     if dataclasses.is_dataclass(f.default_factory)
 }  # type: ignore[arg-type]
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 def _resolve_type(cls: type, name: str) -> Any:
@@ -574,15 +551,57 @@ def default_run_dict(preset: str = "default") -> dict:
     return yaml.safe_load(text) or {}
 
 
+def resolve(
+    cls: type,
+    *,
+    defaults: dict,
+    run_dir: str | Path | None = None,
+    config: str | Path | None = None,
+    overrides: dict | None = None,
+) -> Any:
+    """The one way every command turns its inputs into its config: ``defaults`` <- the run
+    folder's ``config.yaml`` (when ``run_dir`` has one) <- the ``--config`` YAML <- the
+    ``overrides`` (the flags, ``--set``), later wins; then built as ``cls`` and validated.
+
+    ``defaults`` is the command's starting point (:func:`run_defaults`, :func:`field_defaults`,
+    ``grpo_defaults``); ``--help`` shows the same dict, so what it says is what a command uses.
+    """
+    data = defaults
+    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        data = merge(data, load_yaml(Path(run_dir) / "config.yaml", run_folder=True))
+    if config:
+        data = merge(data, load_yaml(config))
+    return from_dict(cls, merge(data, overrides or {}))
+
+
+def run_defaults(preset: str = "default", *, plain_eval: bool = False) -> dict:
+    """The resolved packaged ``preset``, what the pipeline commands start from. With
+    ``plain_eval`` the eval section is the dataclass's (greedy only), as ``eval`` uses it."""
+    data = to_dict(build_run_config(preset=preset))
+    if plain_eval:
+        data["eval"] = to_dict(EvalConfig())
+    return data
+
+
+def field_defaults(cls: type) -> dict:
+    """The dataclass defaults of ``cls`` as a dict, without validating (an analysis config
+    has no default teacher, so its defaults alone are not a valid config)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        else:
+            value = f.default_factory()  # type: ignore[misc]
+            out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
 def build_run_config(
     user_yaml: str | None = None, overrides: dict | None = None, *, preset: str = "default"
 ) -> RunConfig:
     """Dataclass defaults <- packaged ``preset`` <- ``user_yaml`` <- ``overrides``."""
-    data = merge(to_dict(RunConfig()), default_run_dict(preset))
-    if user_yaml:
-        data = merge(data, load_yaml(user_yaml))
-    data = merge(data, overrides or {})
-    return from_dict(RunConfig, data)
+    defaults = merge(to_dict(RunConfig()), default_run_dict(preset))
+    return resolve(RunConfig, defaults=defaults, config=user_yaml, overrides=overrides)
 
 
 def dump_yaml(cfg: Any) -> str:

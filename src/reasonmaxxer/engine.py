@@ -1,12 +1,34 @@
 """The one place a stored (prompt, completion) pair becomes tensors and logits.
 
+:func:`left_pad` right-aligns token-id lists in a batch (generation's prefill uses it too);
 :func:`build_batch` left-pads a micro-batch so that every completion ends at the right edge;
 :func:`completion_logits` runs the model over it and keeps only the positions that score
 completion tokens. Selection (entropies), training (the loss), distillation and the analysis
 all teacher-force stored token ids through these two functions.
+
+:func:`logit_source` is the memory-lean form of :func:`completion_logits`: the backbone's last
+hidden states ``[B, T, H]`` and the LM head, so a caller turns a few rows at a time into
+logits and ``[B, T, V]`` floats (283 MB for the default train batch) never exist at once.
 """
 
 from __future__ import annotations
+
+
+def left_pad(seqs: list[list[int]], pad_id: int):
+    """Token-id lists right-aligned in one ``[n, width]`` batch, ``width`` the longest.
+
+    Returns ``(ids, mask)``, both long on the CPU: ``ids`` holds ``pad_id`` left of each
+    sequence, ``mask`` is 1 on the sequence's positions and 0 on the padding.
+    """
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s) :] = 1
+    return ids, mask
 
 
 def build_batch(rows: list[dict]):
@@ -20,16 +42,12 @@ def build_batch(rows: list[dict]):
     """
     import torch
 
-    seqs = [r["prompt_ids"] + r["completion_ids"] for r in rows]
-    width = max(len(s) for s in seqs)
+    ids, attn = left_pad([r["prompt_ids"] + r["completion_ids"] for r in rows], 0)
+    width = ids.shape[1]
     t_max = max(len(r["completion_ids"]) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
     completion = torch.zeros((len(rows), t_max), dtype=torch.bool)
     decision = torch.zeros((len(rows), t_max), dtype=torch.bool)
-    for i, (r, s) in enumerate(zip(rows, seqs, strict=True)):
-        ids[i, width - len(s) :] = torch.tensor(s)
-        attn[i, width - len(s) :] = 1
+    for i, r in enumerate(rows):
         start = t_max - len(r["completion_ids"])  # target index of completion token 0
         completion[i, start:] = True
         for j in r["decision"]:
@@ -58,3 +76,77 @@ def completion_logits(model, batch: dict):
         logits_to_keep=batch["keep"],
         use_cache=False,  # one teacher-forced pass: a KV cache would only cost memory
     ).logits[:, :-1]
+
+
+def completion_hidden(model, batch: dict):
+    """The backbone's last hidden states ``[B, T, H]`` at the positions whose logits score
+    ``batch["targets"]``: ``head(completion_hidden(m, b))`` is ``completion_logits(m, b)``
+    for a model whose logits are its plain LM head (see :func:`plain_head`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    device = model.device
+    out = base.get_decoder()(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        position_ids=batch["position_ids"].to(device),
+        use_cache=False,
+    )
+    return out.last_hidden_state[:, -batch["keep"] : -1]
+
+
+_PLAIN_HEAD = "_reasonmaxxer_plain_head"
+
+
+def plain_head(model, batch: dict):
+    """The model's LM head when its logits are exactly ``head(last hidden state)``, else None.
+
+    Checked once per model, on ``batch``'s first row: a model that post-processes its logits
+    (Gemma's soft-capping, Cohere's logit scale, ...), has no separate decoder, or carries a
+    LoRA on the head itself (so the reference pass would need it switched off inside the
+    head) gets None, and callers fall back to whole-batch logits."""
+    verdict = getattr(model, _PLAIN_HEAD, None)
+    if verdict is None:
+        verdict = _head_reproduces_logits(model, {**batch, **_first_row(batch)})
+        setattr(model, _PLAIN_HEAD, verdict)
+    return model.get_output_embeddings() if verdict else None
+
+
+def _first_row(batch: dict) -> dict:
+    keys = ("input_ids", "attention_mask", "position_ids")
+    return {k: batch[k][:1] for k in keys}
+
+
+def _head_reproduces_logits(model, row: dict) -> bool:
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or any("lora_" in name for name, _ in head.named_parameters()):
+        return False
+    was_training = model.training
+    model.eval()  # dropout would make the two passes differ
+    try:
+        with torch.no_grad():
+            hidden = completion_hidden(model, row)
+            want = completion_logits(model, row).float()
+            got = head(hidden).float()
+    except (AttributeError, NotImplementedError, TypeError):
+        return False
+    finally:
+        model.train(was_training)
+    return got.shape == want.shape and torch.allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+def logit_source(model, batch: dict):
+    """``(x, head)`` with ``head(x[i:j]) == completion_logits(model, batch)[i:j]``.
+
+    ``x`` is the backbone's hidden states ``[B, T, H]`` and ``head`` the LM head when
+    :func:`plain_head` allows it (bit-identical logits on CPU: the head's matmul gives each row
+    the same value whatever rows share the call); otherwise ``x`` is the whole-batch logits
+    and ``head`` the identity."""
+    head = plain_head(model, batch)
+    if head is None:
+        return completion_logits(model, batch), _identity
+    return completion_hidden(model, batch), head
+
+
+def _identity(x):
+    return x

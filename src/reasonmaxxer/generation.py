@@ -1,6 +1,6 @@
 """Batched generation behind one small interface.
 
-``HFGenerator`` (transformers ``generate``) runs everywhere and is what CPU runs and tests use;
+``HFGenerator`` (the project's KV-cache decode loop, :mod:`reasonmaxxer.decoding`) runs everywhere and is what CPU runs and tests use;
 ``VLLMGenerator`` is used when vLLM is installed and a GPU is present. Both take prompt
 strings and return, per prompt, ``n`` :class:`Completion` objects with the token ids, so the
 training stage can teacher-force exactly the tokens that were sampled.
@@ -13,19 +13,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from .decoding import SamplingParams, decode_stream
 from .errors import UserError
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_new_tokens: int
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    n: int = 1  # completions per prompt
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
 
 
 @dataclass
@@ -48,229 +37,6 @@ class GenStats:
         self.seconds += other.seconds
 
 
-def sample_next(logits, params: SamplingParams, generator):
-    """Next token per row from ``logits`` [B, V]: argmax, or temperature + nucleus sampling."""
-    import torch
-
-    if params.greedy:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p >= 1.0:
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    kept, ids = nucleus(probs, params.top_p)
-    return ids.gather(-1, torch.multinomial(kept, 1, generator=generator)).squeeze(-1)
-
-
-def nucleus(probs, top_p: float, k: int = 64):
-    """The top-p nucleus of each row of ``probs`` [B, V], without sorting the vocabulary.
-
-    Returns ``(kept, ids)`` [B, k']: the probabilities of the k' most likely tokens, zeroed
-    once the mass before a token already reaches ``top_p`` (the top token always stays), and
-    their vocabulary ids. ``k'`` starts at ``k`` and grows until the top-k' mass of every row
-    reaches ``top_p``, so every token beyond it would be dropped anyway: the result is exactly
-    full-sort top-p, at the price of a ``topk`` (a full sort of a 49k vocabulary costs more
-    than the model's own decode step on CPU).
-    """
-    vocab = probs.shape[-1]
-    k = min(k, vocab)
-    while True:
-        top, ids = probs.topk(k, dim=-1)  # sorted, descending
-        mass = top.cumsum(dim=-1)
-        if k == vocab or bool((mass[:, -1] >= top_p).all()):
-            break
-        k = min(vocab, 4 * k)
-    return top.masked_fill(mass - top >= top_p, 0.0), ids
-
-
-def decode(
-    model, input_ids, attention_mask, params: SamplingParams, eos_ids: list[int], generator
-) -> list[list[int]]:
-    """Decode one left-padded batch with a KV cache, rows leaving the batch (and the cache) as
-    soon as they end: :func:`decode_stream` over exactly these rows, nothing refilled.
-
-    Returns the new token ids per row, up to and including the end-of-sequence token.
-    """
-    prompts = [
-        ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)
-    ]
-    pad_id = int(input_ids[attention_mask == 0][0]) if bool((attention_mask == 0).any()) else 0
-    return decode_stream(
-        model, prompts, pad_id, params, eos_ids, generator, batch_size=len(prompts)
-    )
-
-
-def _prefill(model, prompts: list[list[int]], pad_id: int, width: int | None = None):
-    """Left-pad ``prompts`` to ``width`` (default: the longest) and run them through the model
-    with a fresh KV cache. Returns ``(cache, next-token logits [n, V], attention mask [n, W],
-    next positions [n])``."""
-    import torch
-    from transformers import DynamicCache
-
-    width = width or max(len(x) for x in prompts)
-    device = model.device
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, x in enumerate(prompts):
-        ids[r, width - len(x) :] = torch.tensor(x)
-        mask[r, width - len(x) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    position = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    logits = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=position,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1]
-    return cache, logits, mask, position[:, -1] + 1
-
-
-def _plain_layers(cache) -> bool:
-    """Whether every layer of ``cache`` is a plain full-attention key/value layer, the only
-    kind :func:`decode_stream` may splice rows into (sliding-window or recurrent layers are
-    decoded without refill)."""
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
-
-
-def _join_rows(cache, new_cache, width: int, new_width: int) -> None:
-    """Append ``new_cache``'s rows to ``cache``, left-padding their keys and values with zeros
-    from ``new_width`` to ``width`` positions (the attention mask hides those positions, so
-    their values never count)."""
-    import torch
-
-    for layer, new in zip(cache.layers, new_cache.layers, strict=True):
-        pad = width - new_width
-        keys, values = new.keys, new.values  # [n, heads, new_width, head_dim]
-        if pad:
-            zeros = keys.new_zeros((*keys.shape[:2], pad, keys.shape[-1]))
-            keys, values = torch.cat([zeros, keys], dim=2), torch.cat([zeros, values], dim=2)
-        layer.keys = torch.cat([layer.keys, keys])
-        layer.values = torch.cat([layer.values, values])
-
-
-def _trim_left(cache, mask):
-    """Drop the leading cache positions that no live row attends to; returns the new mask."""
-    used = mask.any(dim=0).nonzero()
-    start = int(used[0]) if len(used) else 0
-    if start:
-        for layer in cache.layers:
-            layer.keys = layer.keys[:, :, start:]
-            layer.values = layer.values[:, :, start:]
-        mask = mask[:, start:]
-    return mask
-
-
-def decode_stream(
-    model,
-    prompts: list[list[int]],
-    pad_id: int,
-    params: SamplingParams,
-    eos_ids: list[int],
-    generator,
-    *,
-    batch_size: int,
-    on_finish=None,
-) -> list[list[int]]:
-    """Decode every prompt with continuous batching: up to ``batch_size`` rows share one KV
-    cache, a row leaves it as soon as it ends, and its slot is refilled at once with the next
-    prompt (prefilled on its own, its cache left-padded with masked zeros and spliced in).
-    Decode steps on CPU cost ``a + b·rows`` with a large ``a``, so keeping the batch full
-    instead of letting it drain to its longest completion saves steps. Slots are refilled a
-    quarter of the batch at a time (a prefill call and a cache copy cost about a step).
-
-    ``prompts`` are token ids, best sorted longest first (a refill prompt must fit the cache's
-    width; when it does not, the batch drains and restarts). Each row's tokens are drawn
-    from ``generator`` in step order, so a call is reproducible for a given seed, batch size
-    and prompt order. ``on_finish(i)`` is called when prompt ``i`` ends.
-
-    Returns the new token ids per prompt, up to and including the end-of-sequence token.
-    """
-    import torch
-
-    device = model.device
-    eos = torch.tensor(eos_ids, device=device)
-    out: list[list[int]] = [[] for _ in prompts]
-    pending = list(range(len(prompts)))[::-1]  # pop() takes them in order
-
-    def take(n: int) -> list[int]:
-        return [pending.pop() for _ in range(min(n, len(pending)))]
-
-    rows: list[int] = []
-    while pending or rows:
-        if not rows:  # (re)start: a fresh batch at its own width
-            rows = take(batch_size)
-            cache, logits, mask, next_pos = _prefill(model, [prompts[i] for i in rows], pad_id)
-            steps = torch.zeros(len(rows), dtype=torch.long, device=device)
-            refill = _plain_layers(cache)
-        tokens = sample_next(logits, params, generator)
-        for r, t in zip(rows, tokens.tolist(), strict=True):
-            out[r].append(t)
-        steps += 1
-        done = torch.isin(tokens, eos) | (steps >= params.max_new_tokens)
-        if bool(done.any()):
-            keep = (~done).nonzero().squeeze(1)
-            for k in done.nonzero().squeeze(1).tolist():
-                if on_finish:
-                    on_finish(rows[k])
-            cache.batch_select_indices(keep)
-            rows = [rows[k] for k in keep.tolist()]
-            tokens, mask, next_pos, steps = tokens[keep], mask[keep], next_pos[keep], steps[keep]
-            if refill:
-                mask = _trim_left(cache, mask)
-        if rows:
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            logits = model(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=next_pos[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            ).logits[:, -1]
-            next_pos = next_pos + 1
-        new = _refills(prompts, pending, len(rows), mask.shape[1], batch_size) if refill else []
-        if new:
-            new_logits, mask, new_pos = _splice(
-                model, cache, mask, [prompts[i] for i in new], pad_id
-            )
-            rows += new
-            logits = torch.cat([logits, new_logits])
-            next_pos = torch.cat([next_pos, new_pos])
-            steps = torch.cat([steps, torch.zeros(len(new), dtype=torch.long, device=device)])
-    return out
-
-
-def _refills(
-    prompts: list[list[int]], pending: list[int], live: int, width: int, batch_size: int
-) -> list[int]:
-    """Prompts to splice into a batch of ``live`` rows whose cache is ``width`` wide, popped
-    from ``pending`` (next last). In groups: each refill costs a prefill call and a cache copy,
-    about a decode step, so a lone free slot waits for company until the queue runs short.
-    A prompt wider than the cache waits for the next fresh batch."""
-    free = batch_size - live
-    if not live or not pending or free < max(1, batch_size // 4) and len(pending) >= batch_size:
-        return []
-    new = []
-    while pending and len(new) < free and len(prompts[pending[-1]]) <= width:
-        new.append(pending.pop())
-    return new
-
-
-def _splice(model, cache, mask, prompts: list[list[int]], pad_id: int):
-    """Prefill ``prompts`` on their own and splice their rows into ``cache`` (and ``mask``
-    [B, W]). Returns ``(their next-token logits, the joined mask, their next positions)``."""
-    import torch
-
-    new_cache, logits, new_mask, next_pos = _prefill(model, prompts, pad_id)
-    width, new_width = mask.shape[1], new_mask.shape[1]
-    _join_rows(cache, new_cache, width, new_width)
-    new_mask = torch.cat([new_mask.new_zeros((len(prompts), width - new_width)), new_mask], 1)
-    return logits, torch.cat([mask, new_mask]), next_pos
-
-
 class HFGenerator:
     """A transformers model with left padding, batched over (prompt, sample) pairs.
 
@@ -286,7 +52,7 @@ class HFGenerator:
         self.batch_size = batch_size
         self.stop = stop or []
         self.stats = GenStats()
-        self.eos_ids = eos_ids_of(model.generation_config.eos_token_id, tokenizer)
+        self.eos_ids = eos_ids_of(tokenizer, model.generation_config.eos_token_id)
 
     def generate(
         self, prompts: list[str], params: SamplingParams, *, seed: int = 0, desc: str = "generate"
@@ -349,9 +115,14 @@ def to_completion(
     return Completion(text=text, token_ids=ids, prompt_ids=list(prompt_ids), finish=finish)
 
 
-def eos_ids_of(generation_eos, tokenizer) -> list[int]:
-    """End-of-sequence ids: the generation config's (an int, a list or None) + the tokenizer's."""
-    eos = [generation_eos] if isinstance(generation_eos, int) else list(generation_eos or [])
+def eos_ids_of(tokenizer, *generation_eos) -> list[int]:
+    """End-of-sequence ids: those of each generation config (an int, a list or None; several
+    for a model pair), then the tokenizer's, each once, in that order."""
+    eos: list[int] = []
+    for ids in generation_eos:
+        for i in [ids] if isinstance(ids, int) else list(ids or []):
+            if i not in eos:
+                eos.append(i)
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
         eos.append(tokenizer.eos_token_id)
     return eos
@@ -440,7 +211,7 @@ class VLLMGenerator:
             gen_eos = AutoConfig.from_pretrained(
                 location, trust_remote_code=trust_remote_code
             ).eos_token_id
-        self.eos_ids = eos_ids_of(gen_eos, self.tokenizer)
+        self.eos_ids = eos_ids_of(self.tokenizer, gen_eos)
         self.adapter = adapter
         self.stop = stop or []
         self.stats = GenStats()
@@ -561,8 +332,12 @@ def vllm_lora_rank(adapter: str) -> int:
 def pick_backend(requested: str, *, adapter: str | None = None) -> str:
     """``hf`` or ``vllm`` for a ``--backend`` value; checks what vLLM needs before any work.
 
-    ``auto`` is vLLM on a CUDA GPU when it is installed, else HF: on CPU the HF path is faster
-    (benchmarks/results/backends.md). ``adapter`` is one to serve as a LoRA (not merged).
+    ``auto`` is vLLM on a CUDA GPU when it is installed, else HF. Measured on a 2-core AVX2
+    CPU in float32, side by side (benchmarks/results/backends.md): vLLM-CPU ran the default
+    sampling 1.08x and the 500-problem eval 1.28x faster than HF, start included, lost below
+    ~300 sequences, and took 2.8x the memory (3.9 vs 1.4 GiB): a few minutes saved is not
+    worth leaving the default job's memory budget, so a CPU needs ``--backend vllm`` to use
+    it. ``adapter`` is one to serve as a LoRA (not merged).
     """
     if requested == "auto":
         backend = "vllm" if vllm_installed() and cuda_available() else "hf"
@@ -594,8 +369,8 @@ def make_generator(
     ``model_cfg.backend``. With ``model_cfg.merge_adapter`` the adapter is folded into the
     weights (vLLM serves a merged copy saved in the cache) instead of applied as a LoRA.
     """
+    from .eval.prompting import stop_strings
     from .models import ModelInfo, load_model, load_tokenizer, merged_model_dir, resolve_model
-    from .prompting import stop_strings
 
     merge = bool(adapter and model_cfg.merge_adapter)
     backend = backend or pick_backend(model_cfg.backend, adapter=None if merge else adapter)

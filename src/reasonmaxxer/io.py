@@ -121,6 +121,18 @@ def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
         yield row
 
 
+def identity_hash(obj: Any, *, sort_keys: bool = True) -> str:
+    """The 16-hex-digit identity of a JSON-able value (other values by ``str``): the first 16
+    hex digits of the sha256 of its ``json.dumps``. Every stage key, cache key and checkpoint
+    scope in a run folder is one of these, so their values must never change: keys written
+    with unsorted dicts pass ``sort_keys=False`` (theirs hash lists only, where it is moot).
+    """
+    import hashlib
+
+    text = json.dumps(obj, sort_keys=sort_keys, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def atomic_dir(out: str | os.PathLike, fill) -> None:
     """Build a folder with ``fill(tmp)`` next to ``out``, then swap it in: readers see the old
     folder or the whole new one."""

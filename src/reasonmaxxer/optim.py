@@ -9,8 +9,6 @@ with the same settings continues from there and ends with the same adapter.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import shutil
@@ -22,6 +20,7 @@ from .io import (
     atomic_dir,
     atomic_write_json,
     atomic_write_jsonl,
+    identity_hash,
     iter_jsonl,
     read_json,
 )
@@ -48,7 +47,7 @@ def bucketed_batches(
 def curriculum_batches(rows: list[dict], batch_size: int, rng: random.Random) -> list[list[dict]]:
     """One epoch in the authors' curriculum order (:func:`selection.curriculum_order`), cut
     into consecutive micro-batches, highest score first; ``rng`` is not used (no shuffling)."""
-    from .selection import curriculum_order
+    from .method.selection import curriculum_order
 
     ordered = curriculum_order(rows)
     return [ordered[b : b + batch_size] for b in range(0, len(ordered), batch_size)]
@@ -254,8 +253,7 @@ def _write_row(log_path: Path, tracker, step: int, epoch: float, lr: float, grad
 def scope_key(scope) -> str:
     """The 16-hex-digit key of a checkpoint scope (any JSON-able value; other values by
     ``str``): a checkpoint is resumed only under the same key."""
-    text = json.dumps(scope, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return identity_hash(scope)
 
 
 def _restart_log(log_path: Path, start: int) -> None:

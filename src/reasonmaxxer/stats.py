@@ -1,10 +1,30 @@
-"""Confidence intervals and paired tests for accuracy numbers (pure Python, no scipy)."""
+"""Pass rates, confidence intervals and paired tests for accuracy numbers (pure Python, no
+scipy)."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+
+def pass_rates(rows: Iterable[dict]) -> dict[str, float]:
+    """Each problem's mean ``reward`` over its rollouts (``problem_id`` -> rate), in the
+    order problems first appear."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[r["problem_id"]].append(r["reward"])
+    return {pid: sum(v) / len(v) for pid, v in groups.items()}
+
+
+def pass_count_hist(rates: dict[str, float], k: int) -> list[int]:
+    """Problems per number of correct rollouts out of ``k``: entry ``c`` counts the problems
+    whose pass rate ``p`` makes ``round(p * k) = c`` (``c`` of ``k`` when each has ``k``)."""
+    hist = [0] * (k + 1)
+    for p in rates.values():
+        hist[round(p * k)] += 1
+    return hist
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -14,9 +14,9 @@ weights is loaded and the base is the same network inside PEFT's ``disable_adapt
     top-x% base-entropy positions find the reranked ones (precision/recall of the gate).
 
 ``analyze intervene`` (§3.2–3.3, Fig. 2)
-    Greedy decoding from the base under token-substitution policies, with a step-wise decoder
-    that runs both models with their own KV caches, batched over problems with per-row
-    decisions: ``base`` (no substitution), ``teacher`` (the teacher's own greedy decoding),
+    Greedy decoding from the base under token-substitution policies, on the project's decode
+    loop with a per-step hook that runs the teacher beside the base (each with its own KV
+    cache), batched over problems with per-row decisions: ``base`` (no substitution), ``teacher`` (the teacher's own greedy decoding),
     ``oracle`` (the teacher's top-1 wherever the two top-1s differ), ``random`` (at as many
     steps as the oracle changed on that problem, a token drawn uniformly from the base top-20
     without the base top-1; several seeds) and ``entropy`` (the teacher's top-1 wherever the
@@ -28,8 +28,10 @@ model identities and provenance), per-problem JSONL, ``config.yaml`` and ``plots
 
 Modules, in the order data flows: :mod:`.config` (the three configs), :mod:`.pair` (the model
 pair, problems, prompts, teacher-forced logits), :mod:`.metrics` (pure statistics and
-tables), :mod:`.policy` (the substitution policies and their decoder), :mod:`.disagree` and
-:mod:`.intervene` (the two runners), :mod:`.outputs` (records and plots).
+tables), :mod:`.policy` (the substitution policies and their decode hook), :mod:`.disagree` and
+:mod:`.intervene` (the two runners), :mod:`.outputs` (records and plots). :mod:`.distill` is
+the paper's §4 (KL-LoRA distillation of a teacher into a LoRA on the base; ``reasonmaxxer
+distill``); it reuses the pair and outputs modules and is not imported here.
 """
 
 from .config import AnalysisConfig, DisagreeConfig, InterveneConfig, parse_floats
@@ -48,7 +50,7 @@ from .metrics import (
 )
 from .outputs import plot_disagree, plot_intervene, save_figure, write_record
 from .pair import ModelPair, forced_logits, load_pair, pair_logits
-from .policy import Policy, policy_decode, random_plan
+from .policy import Policy, PolicyStep, policy_decode, random_plan
 
 __all__ = [
     "CLASSES",
@@ -60,6 +62,7 @@ __all__ = [
     "InterveneConfig",
     "ModelPair",
     "Policy",
+    "PolicyStep",
     "auroc",
     "base_rank",
     "classify_positions",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import DEVICE_RE, EvalConfig, PromptConfig, check_fields
+from ..blocks import DecodeConfig
+from ..config import EvalConfig, ModelConfig, PromptConfig, check_fields
 from ..errors import UserError
-from ..fields import check, help_field
+from ..fields import check, help_field, project, shared
 
-DTYPES = ("float32", "bfloat16", "float16")
 POLICIES = ("base", "teacher", "oracle", "random", "entropy")
 
 
@@ -31,36 +31,34 @@ def parse_floats(text: str | None, flag: str) -> list[float]:
 class AnalysisConfig:
     """What every analysis command shares: the model pair, the problems and the decoding."""
 
-    model: str = help_field("default", "base model: 'default', a HF id, a folder or a .gguf")
+    model: str = shared(
+        ModelConfig, "model", help="base model: 'default', a HF id, a folder or a .gguf"
+    )
     teacher: str | None = help_field(
         None, "teacher model (default: the base, with --teacher-adapter)"
     )
     teacher_adapter: str | None = help_field(None, "PEFT adapter applied to the teacher")
-    dtype: str = help_field("float32", "weights dtype of both models")
-    device: str = help_field(
-        "auto", "where the models run: auto (cuda when available, else cpu), cpu, cuda, cuda:N, mps"
+    dtype: str = shared(ModelConfig, "dtype", help="weights dtype of both models")
+    device: str = shared(ModelConfig, "device")
+    trust_remote_code: bool = shared(ModelConfig, "trust_remote_code")
+    threads: int | None = shared(
+        ModelConfig, "threads", help="torch CPU threads (default: all cores)"
     )
-    trust_remote_code: bool = help_field(False, "allow the model repos' own code to run")
-    threads: int | None = help_field(None, "torch CPU threads (default: all cores)")
     benchmarks: str = help_field(EvalConfig().benchmarks, "benchmark spec list (see `benchmarks`)")
     limit: int | None = help_field(100, "only the first N problems of each benchmark")
-    max_new_tokens: int = help_field(256, "generation length limit")
-    batch_size: int = help_field(8, "sequences per forward pass / decoded together")
+    max_new_tokens: int = shared(DecodeConfig, "max_new_tokens")
+    batch_size: int = shared(
+        DecodeConfig, "batch_size", 8, "sequences per forward pass / decoded together"
+    )
     grader_timeout: float = help_field(5.0, "seconds per answer comparison")
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
-        check_fields(self)  # finite numbers
-        check(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")
-        check(
-            DEVICE_RE.fullmatch(self.device) is not None,
-            f"--device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}",
-        )
+        check_fields(self)  # choices, finite numbers
+        project(self, ModelConfig)  # the device, the threads (and the backend, where there is one)
         check(self.grader_timeout > 0, "--grader-timeout must be > 0")
         check(self.limit is None or self.limit >= 1, "--limit must be >= 1")
-        check(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1")
-        check(self.batch_size >= 1, "--batch-size must be >= 1")
-        check(self.threads is None or self.threads >= 1, "--threads must be >= 1")
+        project(self, DecodeConfig)
         check(
             self.teacher is not None or self.teacher_adapter is not None,
             "give the teacher: --teacher MODEL and/or --teacher-adapter DIR",
@@ -75,13 +73,14 @@ class DisagreeConfig(AnalysisConfig):
     gate_fracs: str = help_field(
         "0.01,0.02,0.05,0.1,0.2", "entropy-gate overlap at these top fractions of positions"
     )
-    backend: str = help_field(
-        "auto", "backend of the base greedy rollouts (auto: vllm on a CUDA GPU, else hf)"
+    backend: str = shared(
+        ModelConfig,
+        "backend",
+        help="backend of the base greedy rollouts (auto: vllm on a CUDA GPU, else hf)",
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.backend in ("auto", "hf", "vllm"), "--backend: auto, hf or vllm")
         check(self.rerank_k >= 2, "--rerank-k must be >= 2")
         check(self.gen_batch_size >= 1, "--gen-batch-size must be >= 1")
         fr = parse_floats(self.gate_fracs, "gate-fracs")

@@ -25,8 +25,8 @@ def base_rollouts(cfg: DisagreeConfig, backend: str, problems: list) -> tuple[Mo
     """The base model's greedy completion of every problem (on ``backend``), and the loaded
     pair. With vLLM the rollouts come first and the engine is closed before torch loads the
     pair."""
+    from ..eval.prompting import stop_strings
     from ..generation import HFGenerator, SamplingParams, make_generator
-    from ..prompting import stop_strings
 
     greedy = SamplingParams(cfg.max_new_tokens)
     if backend == "vllm":
@@ -55,7 +55,7 @@ def score_positions(pair: ModelPair, comps: list, cfg: DisagreeConfig) -> dict[i
     import torch
     from tqdm.auto import tqdm
 
-    from ..losses import entropy_from_logits
+    from ..method.losses import entropy_from_logits
 
     per_row: dict[int, dict] = {}
     bar = tqdm(total=len(comps), desc="teacher-force", unit="seq", dynamic_ncols=True)
@@ -134,7 +134,7 @@ def benchmark_groups(names: list[str], problems: list) -> dict[str, list[int]]:
 def run_disagree(cfg: DisagreeConfig, out: str | Path) -> dict:
     """§3.1 on ``cfg``'s pair: writes ``disagree.json``, ``disagree_rows.jsonl``,
     ``config.yaml`` and ``plots/disagree_*.png`` into ``out``; returns the record."""
-    from ..evaluation import score_completions
+    from ..eval.evaluation import score_completions
     from ..generation import pick_backend
     from ..runinfo import Timer, provenance
 

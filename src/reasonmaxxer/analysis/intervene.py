@@ -30,7 +30,7 @@ class Runner:
     """Decodes and grades every problem under one policy at a time; keeps every run."""
 
     def __init__(self, pair: ModelPair, problems: list, cfg: InterveneConfig):
-        from ..prompting import stop_strings
+        from ..eval.prompting import stop_strings
 
         tok = pair.tokenizer
         self.pair, self.problems, self.cfg = pair, problems, cfg
@@ -45,8 +45,8 @@ class Runner:
     def run(self, policy: Policy) -> dict:
         """Decode under ``policy``, finish each row as generation does (cut at end of
         sequence / a stop string) and grade it; the run is kept and returned."""
+        from ..eval.grading import grade
         from ..generation import to_completion
-        from ..grading import grade
 
         rows = policy_decode(
             self.pair,
@@ -88,7 +88,7 @@ class Runner:
         ``tau_fracs`` fraction of the base's own greedy tokens."""
         import torch
 
-        from ..losses import decision_mask
+        from ..method.losses import decision_mask
 
         taus = [(t, None) for t in self.cfg.tau_list]
         if self.cfg.tau_frac_list:

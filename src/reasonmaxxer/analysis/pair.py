@@ -11,6 +11,7 @@ from typing import Any
 from ..config import PromptConfig
 from ..devices import resolve_device
 from ..errors import UserError
+from ..generation import eos_ids_of
 from .config import AnalysisConfig
 
 
@@ -40,7 +41,9 @@ class ModelPair:
         self.toggle_adapter = toggle_adapter
         self.base_info = base_info or {}
         self.teacher_info = teacher_info or {}
-        self.eos_ids = merged_eos_ids(tokenizer, base, teacher)
+        self.eos_ids = eos_ids_of(
+            tokenizer, *(m.generation_config.eos_token_id for m in (base, teacher))
+        )
 
     @property
     def device(self):
@@ -57,26 +60,40 @@ class ModelPair:
         else:
             raise ValueError(f"which must be 'base' or 'teacher', got {which!r}")
 
+    def network(self, which: str) -> PairMember:
+        """``base`` or ``teacher`` as a network to call like a model (see :class:`PairMember`)."""
+        return PairMember(self, which)
+
     def vocab_size(self) -> int:
         """Logit columns both models have (padded LM heads may differ in width)."""
         return min(out_features(self.base), out_features(self.teacher))
 
 
+class PairMember:
+    """One model of a :class:`ModelPair`, called like a transformers model: each call runs
+    inside ``pair.use(which)`` (so the shared-adapter base runs with the adapter off)."""
+
+    def __init__(self, pair: ModelPair, which: str):
+        self.pair, self.which = pair, which
+
+    @property
+    def device(self):
+        return self.pair.device
+
+    def get_base_model(self):
+        """The transformers model under this member, as PEFT's method of the same name gives
+        it (callers read its ``forward``'s argument names)."""
+        model = getattr(self.pair, self.which)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def __call__(self, **inputs):
+        with self.pair.use(self.which) as model:
+            return model(**inputs)
+
+
 def out_features(model) -> int:
     head = model.get_output_embeddings()
     return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
-
-
-def merged_eos_ids(tokenizer, *models) -> list[int]:
-    eos: list[int] = []
-    for m in models:
-        ids = m.generation_config.eos_token_id
-        for i in [ids] if isinstance(ids, int) else list(ids or []):
-            if i not in eos:
-                eos.append(i)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
-        eos.append(tokenizer.eos_token_id)
-    return eos
 
 
 def gen_model_config(cfg: AnalysisConfig, model: str, backend: str):
@@ -124,7 +141,7 @@ def load_pair(cfg: AnalysisConfig) -> ModelPair:
 
 
 def rows_for_forcing(prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[dict]:
-    """Rows in the shape :func:`reasonmaxxer.training.build_batch` reads."""
+    """Rows in the shape :func:`reasonmaxxer.method.training.build_batch` reads."""
     return [
         {"prompt_ids": p, "completion_ids": c, "decision": [], "advantage": 0.0}
         for p, c in zip(prompt_ids, completion_ids, strict=True)
@@ -167,13 +184,13 @@ def pair_logits(
 
 
 def build_prompts(tokenizer, problems, prompt_cfg: PromptConfig) -> list[str]:
-    from ..prompting import build_prompt
+    from ..eval.prompting import build_prompt
 
     return [build_prompt(tokenizer, p.problem, prompt_cfg) for p in problems]
 
 
 def load_problems(cfg: AnalysisConfig):
-    from ..data import load_benchmarks
+    from ..eval.data import load_benchmarks
 
     benches = load_benchmarks(cfg.benchmarks, limit=cfg.limit)
     problems = [p for ps in benches.values() for p in ps]

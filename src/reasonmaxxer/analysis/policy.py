@@ -1,12 +1,14 @@
-"""Greedy decoding from the base under a token-substitution policy (paper §3.2-3.3): one
-step-wise decoder that runs both models with their own KV caches, batched over problems with
-per-row decisions."""
+"""Greedy decoding from the base under a token-substitution policy (paper §3.2-3.3): the
+project's decode loop (:func:`reasonmaxxer.decoding.decode_stream`) with a per-step hook,
+:class:`PolicyStep`, that decodes the teacher beside the base (each with its own KV cache) and
+picks each row's token, batched over problems with per-row decisions."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
+from ..decoding import SamplingParams, StepHook, decode_stream
 from .config import POLICIES
 from .pair import ModelPair
 
@@ -44,8 +46,8 @@ class Policy:
     def needs_teacher(self) -> bool:
         return self.kind in ("teacher", "oracle", "entropy")
 
-    def choose(self, step: int, keys: list[int], base_logits, teacher_logits):
-        """One decoding step for the rows ``keys``.
+    def choose(self, steps: list[int], keys: list[int], base_logits, teacher_logits):
+        """One decoding step for the rows ``keys``, row ``j`` at its step ``steps[j]``.
 
         Args:
             base_logits / teacher_logits: ``[B, V]`` float32 (None when not needed).
@@ -57,7 +59,7 @@ class Policy:
         """
         import torch
 
-        from ..losses import entropy_from_logits
+        from ..method.losses import entropy_from_logits
 
         if self.kind == "teacher":
             tokens = teacher_logits.argmax(-1)
@@ -69,7 +71,7 @@ class Policy:
             none = torch.zeros_like(base_top1, dtype=torch.bool)
             return base_top1, none, none, entropy
         if self.kind == "random":
-            ranks = [self.plan.get(k, {}).get(step, 0) for k in keys]
+            ranks = [self.plan.get(k, {}).get(s, 0) for k, s in zip(keys, steps, strict=True)]
             gated = torch.tensor([r > 0 for r in ranks], device=base_top1.device)
             tokens = base_top1.clone()
             if gated.any():
@@ -101,11 +103,48 @@ def random_plan(
     return plan
 
 
-def _stop_hit(tokenizer, ids: list[int], stops: list[str]) -> bool:
-    if not stops:
-        return False
-    tail = tokenizer.decode(ids[-64:], skip_special_tokens=True)
-    return any(s in tail for s in stops)
+class PolicyStep(StepHook):
+    """The :func:`~reasonmaxxer.decoding.decode_stream` hook that decodes under ``policy``.
+
+    The loop's model is the first network the policy needs (the base, or the teacher for
+    ``teacher``); the teacher, when the base needs it beside it, is the companion. Every step
+    the hook hands the policy float32 logits cut to the pair's shared vocabulary, records per
+    row what it did (``gated`` / ``touched`` steps, the base ``entropy``) and ends a row once
+    its text holds a stop string. ``keys[r]`` is the policy's key of the loop's row ``r``.
+    """
+
+    def __init__(self, pair: ModelPair, policy: Policy, keys: list[int], stop: list[str]):
+        needs = (("base", policy.needs_base), ("teacher", policy.needs_teacher))
+        self.which = [w for w, need in needs if need]
+        self.model, *companions = [pair.network(w) for w in self.which]
+        self.companions = tuple(companions)
+        self.policy, self.keys, self.stop = policy, keys, stop
+        self.tokenizer, self.vocab = pair.tokenizer, pair.vocab_size()
+        self.records = [{"gated": [], "touched": [], "entropy": []} for _ in keys]
+
+    def pick(self, logits: list, rows: list[int], steps):
+        named = {w: x[:, : self.vocab].float() for w, x in zip(self.which, logits, strict=True)}
+        steps = steps.tolist()
+        tokens, gated, touched, entropy = self.policy.choose(
+            steps, [self.keys[r] for r in rows], named.get("base"), named.get("teacher")
+        )
+        g_list, t_list = gated.tolist(), touched.tolist()
+        h_list = entropy.tolist() if entropy is not None else None
+        for j, (r, step) in enumerate(zip(rows, steps, strict=True)):
+            rec = self.records[r]
+            if g_list[j]:
+                rec["gated"].append(step)
+            if t_list[j]:
+                rec["touched"].append(step)
+            if h_list is not None:
+                rec["entropy"].append(h_list[j])
+        return tokens
+
+    def ends(self, ids: list[int]) -> bool:
+        if not self.stop:
+            return False
+        tail = self.tokenizer.decode(ids[-64:], skip_special_tokens=True)
+        return any(s in tail for s in self.stop)
 
 
 def policy_decode(
@@ -123,8 +162,9 @@ def policy_decode(
 
     Rows are sorted by prompt length (longest first, like ``HFGenerator``), left-padded, and
     dropped from the batch and both caches as soon as they emit an end-of-sequence token (or
-    their text contains a stop string). Row ``i`` of the result is prompt ``i``; the policy
-    sees ``i`` as the row key.
+    their text contains a stop string); a batch drains before the next starts (no refill, so
+    a row's numbers depend only on its batch, as they always have). Row ``i`` of the result
+    is prompt ``i``; the policy sees ``i`` as the row key.
 
     Returns:
         Per prompt: ``token_ids`` (the generated ids, the end-of-sequence token included),
@@ -137,102 +177,23 @@ def policy_decode(
 
     eos_ids = pair.eos_ids if eos_ids is None else eos_ids
     order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
-    results: list[dict | None] = [None] * len(prompt_ids)
+    hook = PolicyStep(pair, policy, order, stop or [])
     bar = tqdm(total=len(order), desc=desc or policy.label, unit="seq", dynamic_ncols=True)
     with torch.inference_mode():
-        for b in range(0, len(order), batch_size):
-            keys = order[b : b + batch_size]
-            rows = _decode_batch(
-                pair,
-                [prompt_ids[i] for i in keys],
-                keys,
-                policy,
-                max_new_tokens=max_new_tokens,
-                eos_ids=eos_ids,
-                stop=stop or [],
-            )
-            for k, r in zip(keys, rows, strict=True):
-                results[k] = r
-            bar.update(len(keys))
-    bar.close()
-    return results  # type: ignore[return-value]
-
-
-def _decode_batch(
-    pair: ModelPair,
-    prompts: list[list[int]],
-    keys: list[int],
-    policy: Policy,
-    *,
-    max_new_tokens: int,
-    eos_ids: list[int],
-    stop: list[str],
-) -> list[dict]:
-    import torch
-    from transformers import DynamicCache
-
-    device = pair.device
-    vocab = pair.vocab_size()
-    n = len(prompts)
-    width = max(len(p) for p in prompts)
-    pad = pair.tokenizer.pad_token_id or 0
-    input_ids = torch.full((n, width), pad, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        input_ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        attention[r, width - len(p) :] = 1
-    input_ids, attention = input_ids.to(device), attention.to(device)
-    position = (attention.cumsum(-1) - 1).clamp(min=0)
-    which = [
-        w for w, need in (("base", policy.needs_base), ("teacher", policy.needs_teacher)) if need
-    ]
-    caches = {w: DynamicCache() for w in which}
-
-    def forward(w: str, ids, attn, pos):
-        with pair.use(w) as model:
-            logits = model(
-                input_ids=ids,
-                attention_mask=attn,
-                position_ids=pos,
-                past_key_values=caches[w],
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :vocab]
-        return logits.float()
-
-    logits = {w: forward(w, input_ids, attention, position) for w in which}
-    alive = list(range(n))  # batch row -> local index
-    out = [{"token_ids": [], "gated": [], "touched": [], "entropy": []} for _ in range(n)]
-    eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
-    next_pos = position[:, -1] + 1
-    for step in range(max_new_tokens):
-        tokens, gated, touched, entropy = policy.choose(
-            step, [keys[r] for r in alive], logits.get("base"), logits.get("teacher")
+        new_ids = decode_stream(
+            hook.model,
+            [prompt_ids[i] for i in order],
+            pair.tokenizer.pad_token_id or 0,
+            SamplingParams(max_new_tokens),
+            eos_ids,
+            None,
+            batch_size=batch_size,
+            on_finish=lambda _: bar.update(1),
+            hook=hook,
+            refill=False,
         )
-        done = torch.isin(tokens, eos).tolist()
-        tok_list, g_list, t_list = tokens.tolist(), gated.tolist(), touched.tolist()
-        h_list = entropy.tolist() if entropy is not None else None
-        for j, r in enumerate(alive):
-            o = out[r]
-            o["token_ids"].append(tok_list[j])
-            if g_list[j]:
-                o["gated"].append(step)
-            if t_list[j]:
-                o["touched"].append(step)
-            if h_list is not None:
-                o["entropy"].append(h_list[j])
-            if not done[j] and _stop_hit(pair.tokenizer, o["token_ids"], stop):
-                done[j] = True
-        keep = [j for j, d in enumerate(done) if not d]
-        if step == max_new_tokens - 1 or not keep:
-            break
-        if len(keep) < len(alive):
-            sel = torch.tensor(keep, dtype=torch.long, device=device)
-            for cache in caches.values():
-                cache.batch_select_indices(sel)
-            alive = [alive[j] for j in keep]
-            tokens, attention, next_pos = tokens[sel], attention[sel], next_pos[sel]
-        attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=1)
-        logits = {w: forward(w, tokens[:, None], attention, next_pos[:, None]) for w in which}
-        next_pos = next_pos + 1
-    return out
+    bar.close()
+    results: list[dict | None] = [None] * len(prompt_ids)
+    for k, ids, rec in zip(order, new_ids, hook.records, strict=True):
+        results[k] = {"token_ids": ids, **rec}
+    return results  # type: ignore[return-value]

@@ -5,7 +5,7 @@ there) and writes ``RUN_DIR/report.html`` plus the plots as ``RUN_DIR/report/*.p
 embeds every plot as a base64 data URI and uses only inline CSS and system fonts, so it opens
 offline and makes no network request. The report imports no torch and loads no model or
 tokenizer: what it shows token by token, the producers wrote (``examples.jsonl`` at
-``select``, ``eval/divergences.jsonl`` at ``run``; see :mod:`reasonmaxxer.examples`).
+``select``, ``eval/divergences.jsonl`` at ``run``; see :mod:`reasonmaxxer.method.examples`).
 Sections, each replaced by a one-line note when its files are missing:
 
 1. Headline (:mod:`.headline`): base vs adapter greedy pass@1 per benchmark (95% CI, paired
@@ -27,7 +27,7 @@ Sections, each replaced by a one-line note when its files are missing:
 Metric names are the namespaced ones of the logs (``eval/<bench>/pass@1``, ``train/loss``).
 """
 
-from ..examples import (
+from ..method.examples import (
     FRAGMENT,
     choose_eval_examples,
     choose_rollout_pairs,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from ..examples import choose_eval_examples, divergence, greedy_by_key
+from ..method.examples import choose_eval_examples, divergence, greedy_by_key
 from .html import esc, note, prompt_block, template_stripper
 from .rundir import RunDir
 

@@ -3,8 +3,9 @@ problems' pass-count histogram with the kept window shaded."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 
+from ..stats import pass_count_hist, pass_rates
 from .html import metric_table, note
 from .plots import Figures, entropy_plot, pass_plot
 from .rundir import RunDir
@@ -48,7 +49,7 @@ def entropy_histogram(run: RunDir) -> tuple[dict | None, float | None, str]:
     hist, tau, frac = sel.get("entropy_hist"), sel.get("tau"), sel.get("frac_marked")
     source = "kept rollouts (selection.json)"
     if not hist and run.has("entropies.jsonl"):
-        from ..selection import histogram
+        from ..method.selection import histogram
 
         values = [h for r in run.jsonl("entropies.jsonl") or [] for h in r.get("entropy") or []]
         if values:
@@ -77,14 +78,8 @@ def pass_counts(run: RunDir) -> tuple[list[int] | None, int | None]:
         if rec and rec.get("pass_count_hist"):
             h = rec["pass_count_hist"]
             return h, len(h) - 1
-    if run.has("rollouts.jsonl"):
-        groups: dict[str, list[float]] = defaultdict(list)
-        for r in run.rollouts or []:
-            groups[r["problem_id"]].append(r.get("reward", 0))
-        if groups:
-            k = max(len(v) for v in groups.values())
-            h = [0] * (k + 1)
-            for v in groups.values():
-                h[int(round(sum(v)))] += 1
-            return h, k
+    rows = [{**r, "reward": r.get("reward", 0)} for r in run.rollouts or []]
+    if rows:  # every problem has k rollouts, k the most any has
+        k = max(Counter(r["problem_id"] for r in rows).values())
+        return pass_count_hist(pass_rates(rows), k), k
     return None, None

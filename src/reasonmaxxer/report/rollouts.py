@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 
-from ..examples import FRAGMENT, choose_rollout_pairs, kept_counts, token_strings
+from ..method.examples import FRAGMENT, choose_rollout_pairs, kept_counts, token_strings
 from .html import esc, note, prompt_block, template_stripper
 from .plots import shade, token_style
 from .rundir import RunDir

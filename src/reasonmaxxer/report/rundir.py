@@ -7,8 +7,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..examples import DIVERGENCES, EXAMPLES
 from ..io import iter_jsonl, read_json
+from ..method.examples import DIVERGENCES, EXAMPLES
 
 REPORT_HTML = "report.html"
 REPORT_DIR = "report"
@@ -156,7 +156,7 @@ class RunDir:
             return self.manifest["comparison"]
         dirs = self.eval_dirs
         if all(k in dirs and (dirs[k] / "samples.jsonl").is_file() for k in ("base", "adapter")):
-            from ..comparison import compare
+            from ..eval.comparison import compare
 
             seed = int(self.section("eval").get("seed", 0) or 0)
             return compare(dirs["base"], dirs["adapter"], seed=seed)

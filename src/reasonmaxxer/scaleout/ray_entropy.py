@@ -1,7 +1,7 @@
 """The entropy pass of ``select`` over Ray workers.
 
 The selection stage passes in the function that scores a batch
-(:func:`reasonmaxxer.selection.entropy_rows`), so this module does not import the stage that
+(:func:`reasonmaxxer.method.selection.entropy_rows`), so this module does not import the stage that
 calls it.
 """
 

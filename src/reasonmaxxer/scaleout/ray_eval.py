@@ -1,7 +1,7 @@
 """``eval`` over Ray workers: each benchmark cut into one contiguous slice per worker.
 
 The evaluation stage passes in the function that generates and grades a slice
-(:func:`reasonmaxxer.evaluation.benchmark_rows`), so this module does not import the stage
+(:func:`reasonmaxxer.eval.evaluation.benchmark_rows`), so this module does not import the stage
 that calls it.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..generation import make_generator
-from ..io import atomic_write_json, read_json
+from ..io import atomic_write_json, identity_hash, read_json
 from ..runinfo import Timer
 from .parts import chunk_seed, clear_parts, part_dir, without_ray
 from .session import preflight, ray_session, run_shards, worker_plan
@@ -52,7 +52,7 @@ def _read_eval_part(path: Path, key: str, ids: list[str]) -> dict | None:
 class EvalJob:
     """What every eval shard shares: the configs, the adapter, the output folder, the part
     files' key, torch threads per worker and ``rows_fn``, the function that generates and
-    grades one slice (:func:`reasonmaxxer.evaluation.benchmark_rows`)."""
+    grades one slice (:func:`reasonmaxxer.eval.evaluation.benchmark_rows`)."""
 
     model_cfg: Any
     prompt_cfg: Any
@@ -106,9 +106,6 @@ def eval_shard(job: EvalJob, shard: int, units: list) -> dict:
 
 def eval_key(model_cfg, prompt_cfg, eval_cfg, adapter: str | None) -> str:
     """The part files' key: every setting that changes a slice's rows (not the Ray ones)."""
-    import hashlib
-    import json
-
     from ..config import to_dict
 
     key_src = {
@@ -117,7 +114,7 @@ def eval_key(model_cfg, prompt_cfg, eval_cfg, adapter: str | None) -> str:
         "eval": to_dict(eval_cfg),
         "adapter": adapter,
     }
-    return hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
+    return identity_hash(key_src)
 
 
 def eval_units(benches: dict, layout: dict, n: int) -> list[list[tuple]]:

@@ -20,7 +20,7 @@ from .session import chunk_bar, preflight, ray_session, run_shards, worker_plan
 
 
 class SamplingStage(Protocol):
-    """What :func:`sample_ray` uses of :mod:`reasonmaxxer.sampling` (that module itself)."""
+    """What :func:`sample_ray` uses of :mod:`reasonmaxxer.method.sampling` (that module itself)."""
 
     ROLLOUTS: str
 
@@ -99,7 +99,7 @@ def _sample_pending(
 
 def sample_ray(run_dir: Path, cfg, problems: list, stage: SamplingStage) -> dict:
     """``sample`` over Ray workers: same chunks, seeds and rows as the single process.
-    ``stage``: the :mod:`reasonmaxxer.sampling` module (see :class:`SamplingStage`)."""
+    ``stage``: the :mod:`reasonmaxxer.method.sampling` module (see :class:`SamplingStage`)."""
     from ..models import ModelInfo, resolve_model
 
     preflight(cfg.model.ray)
