@@ -36,15 +36,29 @@ pytestmark = pytest.mark.slow
 
 
 def _fresh_tqdm_lock() -> None:
-    """Replace tqdm's global write lock, which a thread of the parent (tqdm's monitor, a bar)
-    may have held at the moment of the fork: inherited locked, it would hang the child."""
+    """Give this forked child tqdm write locks of its own.
+
+    Inherited, they can hang it: a thread of the parent (tqdm's monitor, a bar) may have held
+    the thread lock at the moment of the fork, and the multiprocessing lock is a semaphore
+    shared by every child forked from this process, so a sibling killed by the soak while
+    drawing a bar leaves it held forever (seen: a child stuck in ``TqdmDefaultWriteLock``
+    under transformers' weight-loading bar). tqdm keeps the lock per class: a subclass whose
+    ``get_lock`` ran before the fork (``tqdm.auto``'s, which transformers uses) holds its own,
+    so every class that has one gets the fresh lock, which has no multiprocessing part.
+    """
     import threading
 
     from tqdm.std import TqdmDefaultWriteLock, tqdm
 
     TqdmDefaultWriteLock.th_lock = threading.RLock()
     TqdmDefaultWriteLock.mp_lock = None
-    tqdm.set_lock(TqdmDefaultWriteLock())
+    lock = TqdmDefaultWriteLock()
+    classes = [tqdm]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        if cls is tqdm or "_lock" in vars(cls):
+            cls._lock = lock
 
 
 def _child(argv: list[str], log: str, env: dict[str, str]) -> None:
@@ -101,6 +115,10 @@ class Runner:
         t = time.monotonic()
         p = self.start(argv)
         p.join(600)
+        if p.exitcode is None:  # hung: kill it, or multiprocessing's exit hook waits forever
+            p.kill()
+            p.join()
+            raise AssertionError(f"{argv[0]} did not finish in 600 s:\n{self.tail()}")
         assert p.exitcode == 0, self.tail()
         return time.monotonic() - t
 
