@@ -299,6 +299,47 @@ def test_merged_adapter_gives_the_unmerged_logits(tiny_model_dir, tmp_path):
     assert next(half.parameters()).dtype == torch.bfloat16
 
 
+def test_merged_bfloat16_keeps_float32_buffers_and_tied_head(tiny_model_dir, tmp_path):
+    # A merged adapter cast to bfloat16 must match the same weights loaded in bfloat16: the
+    # rotary inv_freq stays float32 (model.to(dtype) rounded it), and a tied head stays tied.
+    from peft import LoraConfig, get_peft_model
+
+    base, _, _ = load_model(str(tiny_model_dir))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(
+        tmp_path / "adapter"
+    )  # B = 0: merging changes no weight
+    merged, _, _ = load_model(
+        str(tiny_model_dir), adapter=str(tmp_path / "adapter"), merge=True, dtype="bfloat16"
+    )
+    direct, _, _ = load_model(str(tiny_model_dir), dtype="bfloat16")
+    assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
+    assert dict((n, b.dtype) for n, b in merged.named_buffers()) == dict(
+        (n, b.dtype) for n, b in direct.named_buffers()
+    )
+    assert any(b.dtype == torch.float32 for _, b in merged.named_buffers())  # inv_freq
+    tied = direct.lm_head.weight.data_ptr() == direct.model.embed_tokens.weight.data_ptr()
+    assert (merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()) == tied
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    with torch.inference_mode():
+        assert torch.equal(merged(input_ids=ids).logits, direct(input_ids=ids).logits)
+
+
+def test_frozen_head_gets_contiguous_input(tiny_model_dir):
+    # logits_to_keep hands the head a strided view; with a frozen head weight torch.matmul
+    # then runs bmm on a per-row copy of the weight (3.4 GiB for SmolLM2 at 64 rows). The
+    # loaded model's head sees a contiguous tensor, and the logits are unchanged.
+    model, _, _ = load_model(str(tiny_model_dir))
+    model.requires_grad_(False)  # as in a PEFT model's base or a merged adapter
+    seen = []
+    model.lm_head.register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous()))
+    ids = torch.randint(5, 50, (3, 7))
+    with torch.inference_mode():
+        last = model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+        full = model(input_ids=ids).logits[:, -1]
+    assert seen == [True, True]
+    assert torch.allclose(last, full, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- decode_stream
 
 

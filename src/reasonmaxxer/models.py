@@ -260,12 +260,48 @@ def load_model(
     if adapter:
         model = apply_adapter(model, adapter)
         if merge:
-            model = model.merge_and_unload().to(torch_dtype[dtype])
+            model = cast_parameters(model.merge_and_unload(), torch_dtype[dtype])
         model.to(device)  # PEFT creates the LoRA weights on the CPU
         info.adapter = str(adapter)
         info.adapter_fingerprint = _file_fingerprint(Path(adapter) / "adapter_model.safetensors")
+    contiguous_head_inputs(model)
     model.eval()
     return model, tokenizer, info
+
+
+def cast_parameters(model, dtype):
+    """Cast ``model``'s parameters (tied ones once) to ``dtype``, leaving its buffers alone.
+
+    ``model.to(dtype)`` would also cast float buffers such as the rotary ``inv_freq``, which
+    transformers keeps in float32 when it loads a model in bfloat16: rounded to bfloat16, the
+    rotary frequencies are off by up to 0.4%, so a merged model would not match the same
+    weights loaded directly."""
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+    model.config.dtype = dtype
+    return model
+
+
+def _contiguous_input(_module, args):
+    x = args[0]
+    return (x.contiguous(), *args[1:]) if x.dim() > 2 and not x.is_contiguous() else None
+
+
+def contiguous_head_inputs(model) -> None:
+    """Hand the LM head contiguous hidden states.
+
+    transformers slices the last hidden states for ``logits_to_keep`` (``h[:, -k:]``, a
+    strided view). When the head's weight does not require grad (a PEFT model's frozen base,
+    a merged adapter, a reference model), ``torch.matmul`` will not fold such a view into one
+    matrix product and runs ``bmm`` on the weight expanded to a copy per row. Measured on
+    SmolLM2-135M in bfloat16, one thread, the last-position logits of a 64-row prefill: 22 s
+    and +3.4 GiB against 0.05 s for a contiguous input (the merged-adapter eval peaked at
+    4.5 GiB vs the base's 1.2 GiB before this hook). A copy of ``[B, k, H]`` costs nothing
+    next to that."""
+    head = model.get_output_embeddings()
+    if head is not None and not getattr(head, "_reasonmaxxer_contiguous", False):
+        head.register_forward_pre_hook(_contiguous_input)
+        head._reasonmaxxer_contiguous = True
 
 
 def merged_model_dir(model_cfg, adapter: str) -> Path:
