@@ -8,8 +8,9 @@ shape, same held-out problems: ``reasonmaxxer grpo`` takes the model, prompt, pr
 sampling from the packaged default config (``grpo_defaults``; T = 0.7 / top-p 0.95 today), its
 LoRA shape from the ``LoraSpec`` defaults (equal to the packaged config's). ``--rm-args`` and
 ``--grpo-args`` can still make them differ: the table states both methods' T / top-p as run.
-Until 2026-12-01 GRPO sampled at T = 1.0 / top-p 1.0 against ReasonMaxxer's 0.7 / 0.95: the
-committed ``results/vs_grpo`` table was measured that way and is not re-run yet.
+Until 2026-12-01 GRPO sampled at T = 1.0 / top-p 1.0 against ReasonMaxxer's 0.7 / 0.95:
+``results/vs_grpo_T1.0_2threads`` was measured that way; ``results/vs_grpo`` (2026-12-02) at
+0.7 / 0.95 on both sides, the two run side by side with one thread each.
 Steps, each skipped when its output already exists, so an interrupted comparison resumes:
 
 1. ``reasonmaxxer run --rounds N --out WORK/rm``: ReasonMaxxer with the default config (sample,
