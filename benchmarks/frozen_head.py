@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from reasonmaxxer.io import atomic_write_json, atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -99,8 +101,8 @@ def main() -> int:
         f"logits sums {off['logits_sum']:.4f} vs {on['logits_sum']:.4f}.",
     ]
     md = "\n".join(lines) + "\n"
-    Path(args.out + ".json").write_text(json.dumps({"cases": out, "argv": sys.argv}, indent=1))
-    Path(args.out + ".md").write_text(md)
+    atomic_write_json(args.out + ".json", {"cases": out, "argv": sys.argv})
+    atomic_write_text(args.out + ".md", md)
     print(md)
     return 0
 

@@ -293,11 +293,10 @@ def contiguous_head_inputs(model) -> None:
     transformers slices the last hidden states for ``logits_to_keep`` (``h[:, -k:]``, a
     strided view). When the head's weight does not require grad (a PEFT model's frozen base,
     a merged adapter, a reference model), ``torch.matmul`` will not fold such a view into one
-    matrix product and runs ``bmm`` on the weight expanded to a copy per row. Measured on
-    SmolLM2-135M in bfloat16, one thread, the last-position logits of a 64-row prefill: 22 s
-    and +3.4 GiB against 0.05 s for a contiguous input (the merged-adapter eval peaked at
-    4.5 GiB vs the base's 1.2 GiB before this hook). A copy of ``[B, k, H]`` costs nothing
-    next to that."""
+    matrix product and runs ``bmm`` on the weight expanded to a copy per row. A 64-row bfloat16
+    prefill of SmolLM2-135M on one thread took 25.7 s and peaked at 4.4 GiB that way, 4.7 s and
+    1.1 GiB with this hook (``benchmarks/results/frozen_head.md``); a copy of ``[B, k, H]``
+    costs nothing next to that."""
     head = model.get_output_embeddings()
     if head is not None and not getattr(head, "_reasonmaxxer_contiguous", False):
         head.register_forward_pre_hook(_contiguous_input)
