@@ -9,6 +9,7 @@ SPEC.yaml::
     variants:             # name -> overrides on top of base
       default: {}
       bounded-all: {select: {gate: all}}
+      paper: {preset: paper}   # a packaged preset in place of the default, then base
 
 Rollouts are sampled once per distinct (model, prompt, sample) config and the base model is
 evaluated once per eval config; each variant gets its own folder with copies of the rollouts
@@ -29,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from reasonmaxxer.config import RunConfig, build_run_config, from_dict, merge, to_dict
+from reasonmaxxer.errors import UserError
 from reasonmaxxer.eval.comparison import compare
 from reasonmaxxer.eval.evaluation import evaluate
 from reasonmaxxer.io import append_jsonl, atomic_write_text, iter_jsonl
@@ -82,6 +84,18 @@ def run_variant(name: str, cfg: RunConfig, out: Path, shared: Path) -> dict:
         },
         "eval_wall_time_s": ev["wall_time_s"],
     }
+
+
+def variant_dict(overrides: dict, base: dict) -> dict:
+    """A variant's resolved config: its ``preset`` (the packaged ``default`` unless it names
+    another), then the spec's ``base``, then the variant's other overrides."""
+    overrides = dict(overrides)
+    preset = overrides.pop("preset", "default")
+    try:
+        packaged = to_dict(build_run_config(preset=preset))
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
+    return merge(merge(packaged, base), overrides)
 
 
 def shared_dir(args, out: Path) -> Path:
@@ -155,13 +169,13 @@ def main() -> None:
     results_path = out / "sweep.jsonl"
     done = {r["variant"]: r for r in iter_jsonl(results_path)} if results_path.is_file() else {}
     only = set(args.only.split(",")) if args.only else None
-    base = merge(to_dict(build_run_config()), spec.get("base") or {})
+    base = variant_dict({}, spec.get("base") or {})
     if args.seed_from:
         seed_shared(Path(args.seed_from), from_dict(RunConfig, base), shared_dir(args, out))
     for name, overrides in (spec.get("variants") or {}).items():
         if name in done or (only and name not in only):
             continue
-        cfg = from_dict(RunConfig, merge(base, overrides or {}))
+        cfg = from_dict(RunConfig, variant_dict(overrides or {}, spec.get("base") or {}))
         check_disjoint(cfg)
         print(f"=== variant {name}: {json.dumps(overrides)}", file=sys.stderr, flush=True)
         row = run_variant(name, cfg, out, shared_dir(args, out))
