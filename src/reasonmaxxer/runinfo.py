@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__
+from . import __version__, allocator
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "math-verify", "trl", "vllm", "gguf")
 
@@ -55,6 +55,7 @@ def host_info() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "allocator": allocator.active(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],  # no install path
     }
@@ -106,6 +107,7 @@ def release_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): no trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+    allocator.collect()
 
 
 def peak_gpu_mib() -> float | None:

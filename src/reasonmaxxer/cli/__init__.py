@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ..allocator import restore_environ
 from ..config import (
     EvalConfig,
     ModelConfig,
@@ -334,6 +335,7 @@ _register()
 
 
 def main() -> None:
+    restore_environ()  # after the console script's re-exec under mimalloc (allocator.py)
     try:
         cli.main(standalone_mode=False)
     except UserError as e:
