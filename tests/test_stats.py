@@ -9,6 +9,7 @@ import pytest
 from reasonmaxxer.eval.evaluation import summarize
 from reasonmaxxer.stats import (
     bootstrap_mean_ci,
+    holm,
     mcnemar_exact,
     paired_bootstrap,
     pass_at_k,
@@ -194,3 +195,12 @@ def test_pass_count_of_c_correct_of_k_is_c(k):
     correct in bin c, as sampling's count of correct rollouts did."""
     hist = pass_count_hist({str(c): c / k for c in range(k + 1)}, k)
     assert hist == [1] * (k + 1)
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.02, 0.03, 0.04 -> x4, x3, x2, x1 = 0.04, 0.06, 0.06, 0.04 -> running max
+    # 0.04, 0.06, 0.06, 0.06; returned in the input order
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # 2 x 0.6 capped at 1
+    assert holm([]) == []

@@ -102,6 +102,20 @@ def paired_bootstrap(
     }
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order: sort ascending, multiply the
+    i-th smallest (from 0) by ``m - i``, carry the running maximum, cap at 1. Reject at level a
+    where the adjusted p is <= a; the family-wise error stays <= a under any dependence."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def format_p(p: float | None, n_boot: int | None = None) -> str:
     """A p-value for people. A bootstrap with no resample on the far side of 0 has p < 1/n_boot,
     which is what is shown instead of 0."""
