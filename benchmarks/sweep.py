@@ -11,6 +11,12 @@ SPEC.yaml::
       bounded-all: {select: {gate: all}}
       paper: {preset: paper}   # a packaged preset in place of the default, then base
 
+``--seeds N`` runs every variant N times: run i > 0 is ``NAME@i``, with the sampling, selection
+and training seeds moved by i (sampled afresh, trained afresh; the greedy base eval is shared).
+The seeds table (``OUT/seeds.md``) gives each variant's pass@1 mean ± sd over its runs, a
+paired bootstrap over problems of the seed-averaged correctness against the base, and
+Holm-adjusted p-values over the variants.
+
 Rollouts are sampled once per distinct (model, prompt, sample) config and the base model is
 evaluated once per eval config; each variant gets its own folder with copies of the rollouts
 and cached entropies, then runs select → train → eval(adapter) and a paired test against the
@@ -38,6 +44,7 @@ from reasonmaxxer.method.pipeline import check_disjoint
 from reasonmaxxer.method.sampling import sample
 from reasonmaxxer.method.selection import select
 from reasonmaxxer.method.training import ADAPTER, train
+from reasonmaxxer.stats import holm, paired_bootstrap
 
 
 def _h(obj) -> str:
@@ -83,7 +90,63 @@ def run_variant(name: str, cfg: RunConfig, out: Path, shared: Path) -> dict:
             k: samp[k] for k in ("problems", "mean_reward", "mixed_problems", "wall_time_s")
         },
         "eval_wall_time_s": ev["wall_time_s"],
+        "eval_dirs": {"base": str(base_dir), "adapter": str(vdir / "eval" / "adapter")},
     }
+
+
+SEEDED = (("sample", "seed"), ("select", "seed"), ("train", "seed"))
+
+
+def seeded(name: str, overrides: dict, base: dict, i: int) -> tuple[str, dict]:
+    """Run i of a variant: ``NAME@i`` with every seed moved by i (run 0 is the variant)."""
+    if i == 0:
+        return name, overrides
+    resolved = variant_dict(overrides, base)
+    out = merge(overrides, {})
+    for section, key in SEEDED:
+        out.setdefault(section, {})[key] = resolved[section][key] + i
+    return f"{name}@{i}", out
+
+
+def greedy_correct(eval_dir: Path) -> dict[tuple[str, str], bool]:
+    return {
+        (r["benchmark"], r["id"]): bool(r["correct"])
+        for r in iter_jsonl(eval_dir / "samples.jsonl")
+        if r["sample"] == "greedy"
+    }
+
+
+def seeds_table(rows: list[dict]) -> str:
+    """Per variant over its seeded runs: pass@1 mean ± sd, the base, a paired bootstrap of the
+    seed-averaged per-problem correctness against the base, and Holm over the variants."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["variant"].split("@")[0], []).append(r)
+    stats = []
+    for name, runs in groups.items():
+        base = greedy_correct(Path(runs[0]["eval_dirs"]["base"]))
+        per_run = [greedy_correct(Path(r["eval_dirs"]["adapter"])) for r in runs]
+        keys = sorted(k for k in base if all(k in c for c in per_run))
+        accs = [sum(c[k] for k in keys) / len(keys) for c in per_run]
+        mean_new = [sum(c[k] for c in per_run) / len(per_run) for k in keys]
+        test = paired_bootstrap([float(base[k]) for k in keys], mean_new)
+        mean = sum(accs) / len(accs)
+        sd = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+        stats.append(
+            (name, len(runs), len(keys), sum(base[k] for k in keys) / len(keys), mean, sd, test)
+        )
+    adjusted = holm([t["p_value"] for *_, t in stats])
+    lines = [
+        "| variant | seeds | n | base pass@1 | pass@1 mean ± sd | Δ [95% CI] | bootstrap p | Holm p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, k, n, b, mean, sd, t), adj in zip(stats, adjusted, strict=True):
+        lo, hi = t["ci95"]
+        lines.append(
+            f"| {name} | {k} | {n} | {100 * b:.1f}% | {100 * mean:.1f} ± {100 * sd:.1f}% | "
+            f"{100 * t['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {t['p_value']:.3g} | {adj:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def variant_dict(overrides: dict, base: dict) -> dict:
@@ -161,6 +224,9 @@ def main() -> None:
         help="a finished `reasonmaxxer run` folder whose rollouts, entropies and base eval "
         "the variants reuse (when its sample, model and eval settings are the sweep's)",
     )
+    ap.add_argument(
+        "--seeds", type=int, default=1, help="runs of each variant, seeds moved by 0..N-1"
+    )
     args = ap.parse_args()
     spec = yaml.safe_load(Path(args.spec).read_text())
     out = Path(args.out)
@@ -172,20 +238,28 @@ def main() -> None:
     base = variant_dict({}, spec.get("base") or {})
     if args.seed_from:
         seed_shared(Path(args.seed_from), from_dict(RunConfig, base), shared_dir(args, out))
-    for name, overrides in (spec.get("variants") or {}).items():
-        if name in done or (only and name not in only):
-            continue
-        cfg = from_dict(RunConfig, variant_dict(overrides or {}, spec.get("base") or {}))
-        check_disjoint(cfg)
-        print(f"=== variant {name}: {json.dumps(overrides)}", file=sys.stderr, flush=True)
-        row = run_variant(name, cfg, out, shared_dir(args, out))
-        row["overrides"] = overrides or {}
-        append_jsonl(results_path, [row])
-        done[name] = row
-    rows = [done[n] for n in (spec.get("variants") or {}) if n in done]
+    names = []
+    for variant, spec_overrides in (spec.get("variants") or {}).items():
+        for i in range(args.seeds):
+            name, overrides = seeded(variant, spec_overrides or {}, spec.get("base") or {}, i)
+            names.append(name)
+            if name in done or (only and variant not in only):
+                continue
+            cfg = from_dict(RunConfig, variant_dict(overrides, spec.get("base") or {}))
+            check_disjoint(cfg)
+            print(f"=== variant {name}: {json.dumps(overrides)}", file=sys.stderr, flush=True)
+            row = run_variant(name, cfg, out, shared_dir(args, out))
+            row["overrides"] = overrides
+            append_jsonl(results_path, [row])
+            done[name] = row
+    rows = [done[n] for n in names if n in done]
     text = table(rows)
     atomic_write_text(out / "sweep.md", text)
     print(text)
+    if args.seeds > 1:
+        seeds = seeds_table([r for r in rows if "eval_dirs" in r])
+        atomic_write_text(out / "seeds.md", seeds)
+        print(seeds)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,50 @@ def test_base_applies_over_the_preset_and_overrides_over_base(sweep):
 def test_an_unknown_preset_is_one_error_line(sweep):
     with pytest.raises(SystemExit, match=r"^error: unknown preset 'nope'"):
         sweep.variant_dict({"preset": "nope"}, {})
+
+
+def test_seeded_run_i_moves_every_seed_by_i_and_run_0_is_the_variant(sweep):
+    assert sweep.seeded("x", {"select": {"gate": "random"}}, {}, 0) == (
+        "x",
+        {"select": {"gate": "random"}},
+    )
+    name, over = sweep.seeded("x", {"preset": "paper", "select": {"gate": "random"}}, {}, 2)
+    default = to_dict(build_run_config())
+    assert name == "x@2"
+    assert over["preset"] == "paper" and over["select"]["gate"] == "random"
+    assert over["sample"]["seed"] == default["sample"]["seed"] + 2
+    assert over["select"]["seed"] == default["select"]["seed"] + 2
+    assert over["train"]["seed"] == default["train"]["seed"] + 2
+
+
+def _eval_dir(path: Path, correct: list[bool]) -> str:
+    path.mkdir(parents=True)
+    rows = [
+        {"benchmark": "b", "id": str(i), "sample": "greedy", "correct": c}
+        for i, c in enumerate(correct)
+    ]
+    rows.append({"benchmark": "b", "id": "0", "sample": 0, "correct": False})  # avg@k: ignored
+    (path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_seeds_table_by_hand(sweep, tmp_path):
+    base = _eval_dir(tmp_path / "base", [True, False, False, True])
+    T, F = True, False
+    runs = {
+        "a": [T, T, F, T],  # 75%
+        "a@1": [T, T, T, F],  # 75%: per-problem means 1, 1, .5, .5 vs base 1, 0, 0, 1
+        "b": [F, F, T, F],  # 25%
+        "b@1": [T, F, F, T],  # 50%
+    }
+    rows = [
+        {"variant": n, "eval_dirs": {"base": base, "adapter": _eval_dir(tmp_path / n, c)}}
+        for n, c in runs.items()
+    ]
+    lines = sweep.seeds_table(rows).splitlines()
+    assert lines[2].startswith("| a | 2 | 4 | 50.0% | 75.0 ± 0.0% | +25.0 [")
+    # b: mean 37.5, sd sqrt(2 * 0.125^2) = 17.7; per-problem means .5, 0, .5, .5 -> diff -12.5
+    assert lines[3].startswith("| b | 2 | 4 | 50.0% | 37.5 ± 17.7% | -12.5 [")
+    pa, pb = (float(x.split("|")[7]) for x in lines[2:4])
+    ha, hb = (float(x.split("|")[8]) for x in lines[2:4])
+    assert (ha, hb) == pytest.approx(tuple(sweep.holm([pa, pb])), abs=1e-3)
