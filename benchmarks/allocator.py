@@ -5,7 +5,11 @@ mimalloc does not apply: the cell's environment alone picks the allocator), meas
 ``wait4``: peak RSS, user and system CPU seconds, wall seconds. Cells of one stage must give
 the same numbers: the eval's completions and the train's adapter are hashed.
 
-    python benchmarks/allocator.py --run runs/default --problems 256 --steps 3
+    python benchmarks/allocator.py --run runs/default --problems 256 --steps 3 \
+        --stages eval,train,grpo
+
+``grpo`` is the GRPO baseline (``reasonmaxxer grpo``) for ``--steps`` steps with its eval on
+16 problems at the start and the end; its output hash is the adapter's.
 
 Allocators: ``glibc`` (the C library's malloc, its dynamic mmap threshold), ``glibc-mmap1m``
 (``MALLOC_MMAP_THRESHOLD_=1048576``: every allocation of 1 MiB or more gets its own mapping,
@@ -107,6 +111,24 @@ def train_cell(env: dict[str, str], args) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def grpo_cell(env: dict[str, str], args) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="alloc-grpo-"))
+    try:
+        cmd = [sys.executable, "-m", "reasonmaxxer", "grpo", "--out", str(work / "grpo")]
+        cmd += ["--max-steps", str(args.steps), "--threads", str(args.threads)]
+        cmd += ["--eval-limit", "16", "--eval-every", "0"]
+        cell = measure(cmd, env)
+        cell["score"] = None
+        adapter = (work / "grpo" / "adapter" / "adapter_model.safetensors").read_bytes()
+        cell["hash"] = hashlib.sha256(adapter).hexdigest()[:16]
+        return cell
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+CELLS = {"eval": eval_cell, "train": train_cell, "grpo": grpo_cell}
+
+
 def markdown(record: dict) -> str:
     lines = [
         "# Heap allocators: peak RSS and time of the eval and train stages",
@@ -115,13 +137,13 @@ def markdown(record: dict) -> str:
         "",
         f"Started {record['started']}; eval: the base model, greedy, {record['problems']} "
         f"`arith` level-2 eval problems; train: {record['steps']} optimizer steps on the "
-        f"selection of `{record['run']}`; {record['threads']} thread(s). 1-minute load average "
+        f"selection of `{record['run']}`; grpo: {record['steps']} steps; {record['threads']} thread(s). 1-minute load average "
         f"at the start {record['load_start']:.2f}, at the end {record['load_end']:.2f}.",
         "",
         "| stage | allocator | peak RSS (GiB) | user s | sys s | wall s | wall vs glibc | same output |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    for stage in ("eval", "train"):
+    for stage in CELLS:
         cells = [c for c in record["cells"] if c["stage"] == stage]
         if not cells:
             continue
@@ -146,6 +168,7 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--stages", default="eval,train", help="comma list of eval, train, grpo")
     ap.add_argument("--allocators", default="glibc,glibc-mmap1m,mimalloc,jemalloc")
     ap.add_argument("--out", default=str(RESULTS / "allocator.json"))
     ap.add_argument("--notes", help="a markdown file: the reading, kept in the record")
@@ -169,18 +192,22 @@ def main() -> None:
         "load_start": os.getloadavg()[0],
         "cells": [],
     }
-    stages = [("eval", eval_cell)] + ([("train", train_cell)] if args.run else [])
-    for stage, cell_fn in stages:
+    stages = args.stages.split(",")
+    if set(stages) - set(CELLS):
+        raise SystemExit(f"error: --stages: unknown {sorted(set(stages) - set(CELLS))}")
+    if "train" in stages and not args.run:
+        raise SystemExit("error: the train stage needs --run")
+    for stage in stages:
         for name in args.allocators.split(","):
             env = allocator_env(name)
             if env is None:
                 print(f"skip {name}: not installed", file=sys.stderr)
                 continue
-            cell = {"stage": stage, "allocator": name, **cell_fn(env, args)}
+            cell = {"stage": stage, "allocator": name, **CELLS[stage](env, args)}
             record["cells"].append(cell)
             print(cell, flush=True)
-    record["load_end"] = os.getloadavg()[0]
-    out.write_text(json.dumps(record, indent=1) + "\n")
+            record["load_end"] = os.getloadavg()[0]
+            out.write_text(json.dumps(record, indent=1) + "\n")  # kept if a later cell fails
     out.with_suffix(".md").write_text(markdown(record))
     print(markdown(record))
 
