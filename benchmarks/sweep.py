@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -90,7 +91,11 @@ def run_variant(name: str, cfg: RunConfig, out: Path, shared: Path) -> dict:
             k: samp[k] for k in ("problems", "mean_reward", "mixed_problems", "wall_time_s")
         },
         "eval_wall_time_s": ev["wall_time_s"],
-        "eval_dirs": {"base": str(base_dir), "adapter": str(vdir / "eval" / "adapter")},
+        # relative to OUT: a committed sweep.jsonl names no machine's paths
+        "eval_dirs": {
+            "base": os.path.relpath(base_dir, out),
+            "adapter": os.path.relpath(vdir / "eval" / "adapter", out),
+        },
     }
 
 
@@ -116,7 +121,7 @@ def greedy_correct(eval_dir: Path) -> dict[tuple[str, str], bool]:
     }
 
 
-def seeds_table(rows: list[dict]) -> str:
+def seeds_table(rows: list[dict], out: Path) -> str:
     """Per variant over its seeded runs: pass@1 mean ± sd, the base, a paired bootstrap of the
     seed-averaged per-problem correctness against the base, and Holm over the variants."""
     groups: dict[str, list[dict]] = {}
@@ -124,8 +129,8 @@ def seeds_table(rows: list[dict]) -> str:
         groups.setdefault(r["variant"].split("@")[0], []).append(r)
     stats = []
     for name, runs in groups.items():
-        base = greedy_correct(Path(runs[0]["eval_dirs"]["base"]))
-        per_run = [greedy_correct(Path(r["eval_dirs"]["adapter"])) for r in runs]
+        base = greedy_correct(out / runs[0]["eval_dirs"]["base"])
+        per_run = [greedy_correct(out / r["eval_dirs"]["adapter"]) for r in runs]
         keys = sorted(k for k in base if all(k in c for c in per_run))
         accs = [sum(c[k] for k in keys) / len(keys) for c in per_run]
         mean_new = [sum(c[k] for c in per_run) / len(per_run) for k in keys]
@@ -257,7 +262,7 @@ def main() -> None:
     atomic_write_text(out / "sweep.md", text)
     print(text)
     if args.seeds > 1:
-        seeds = seeds_table([r for r in rows if "eval_dirs" in r])
+        seeds = seeds_table([r for r in rows if "eval_dirs" in r], out)
         atomic_write_text(out / "seeds.md", seeds)
         print(seeds)
 

@@ -64,14 +64,14 @@ def test_seeded_run_i_moves_every_seed_by_i_and_run_0_is_the_variant(sweep):
 
 
 def _eval_dir(path: Path, correct: list[bool]) -> str:
-    path.mkdir(parents=True)
+    path.mkdir(parents=True)  # named relative to the sweep's OUT, the tmp_path here
     rows = [
         {"benchmark": "b", "id": str(i), "sample": "greedy", "correct": c}
         for i, c in enumerate(correct)
     ]
     rows.append({"benchmark": "b", "id": "0", "sample": 0, "correct": False})  # avg@k: ignored
     (path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+    return path.name
 
 
 def test_seeds_table_by_hand(sweep, tmp_path):
@@ -87,7 +87,7 @@ def test_seeds_table_by_hand(sweep, tmp_path):
         {"variant": n, "eval_dirs": {"base": base, "adapter": _eval_dir(tmp_path / n, c)}}
         for n, c in runs.items()
     ]
-    lines = sweep.seeds_table(rows).splitlines()
+    lines = sweep.seeds_table(rows, tmp_path).splitlines()
     assert lines[2].startswith("| a | 2 | 4 | 50.0% | 75.0 ± 0.0% | +25.0 [")
     # b: mean 37.5, sd sqrt(2 * 0.125^2) = 17.7; per-problem means .5, 0, .5, .5 -> diff -12.5
     assert lines[3].startswith("| b | 2 | 4 | 50.0% | 37.5 ± 17.7% | -12.5 [")
