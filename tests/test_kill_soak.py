@@ -294,7 +294,11 @@ def test_train_soak(tmp_path, tiny_model_dir, cache_dir):
 
     def check(folder: Path, reference: bool = False) -> None:
         adapter = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
-        log = list(iter_jsonl(folder / "train_log.jsonl"))
+        # the sys/ (memory) figures are the machine's, not the training's: left out
+        log = [
+            {k: v for k, v in r.items() if not k.startswith("sys/")}
+            for r in iter_jsonl(folder / "train_log.jsonl")
+        ]
         assert not (folder / "train_checkpoint").exists()
         if reference:
             assert [r["step"] for r in log] == list(range(1, 17))

@@ -24,6 +24,7 @@ from .io import (
     iter_jsonl,
     read_json,
 )
+from .runinfo import memory_row
 
 
 def bucketed_batches(
@@ -237,13 +238,15 @@ def _progress_bar(steps: int, start: int, desc: str, *, enabled: bool):
 
 def _write_row(log_path: Path, tracker, step: int, epoch: float, lr: float, grad_norm, acc):
     """Append optimizer step ``step``'s (0-based) log row, namespaced ``train/...``, to
-    ``log_path`` and mirror it to ``tracker`` (None: none)."""
+    ``log_path`` and mirror it to ``tracker`` (None: none). ``sys/...``: this process's
+    memory after the step (:func:`runinfo.memory_row`), the one part that varies run to run."""
     record = {
         "step": step + 1,
         "epoch": epoch,
         "lr": lr,
         "grad_norm": grad_norm,
         **{f"train/{name}": v for name, v in acc.items()},
+        **memory_row(),
     }
     append_jsonl(log_path, [record])
     if tracker is not None:

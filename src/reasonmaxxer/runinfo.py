@@ -82,6 +82,30 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mib() -> float | None:
+    """This process's resident memory now, in MiB (Linux ``VmRSS``; None elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def memory_row() -> dict[str, float]:
+    """``sys/...`` memory figures for a training log row: resident now, the stage's peak
+    resident, and the peak CUDA memory allocated where there is CUDA (MiB, rounded)."""
+    row = {"sys/peak_rss_mib": round(peak_rss_mib(), 1)}
+    now = rss_mib()
+    if now is not None:
+        row["sys/rss_mib"] = round(now, 1)
+    gpu = peak_gpu_mib()
+    if gpu is not None:
+        row["sys/gpu_peak_mib"] = round(gpu, 1)
+    return row
+
+
 def reset_peak_rss() -> bool:
     """Start a new peak-RSS window (Linux: ``/proc/self/clear_refs``), so that one stage's
     :func:`peak_rss_mib` is its own, not the process's running maximum. False where the

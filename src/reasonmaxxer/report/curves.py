@@ -19,6 +19,7 @@ CURVE_GROUPS: list[tuple[str, str, Callable[[str], bool]]] = [
     ),
     ("train_logratio", "Decision-token log π/π_ref", lambda k: "logratio" in k),
     ("train_eval", "Periodic evaluation", lambda k: k.startswith("eval/")),
+    ("train_memory", "Process memory (MiB)", lambda k: k.startswith("sys/")),
     (
         "train_optim",
         "Optimizer",
