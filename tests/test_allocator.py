@@ -69,7 +69,7 @@ def fake_main():
     print(allocator.active(), os.environ.get("LD_PRELOAD"), os.getpid(), flush=True)
 
 cli.main = fake_main
-allocator.entry()
+cli.entry()
 """
 
 
@@ -95,3 +95,21 @@ def test_entry_reexecutes_once_under_mimalloc(tmp_path, setting, expected):
     name, preload, _pid = lines[0].split()
     assert name == expected
     assert preload == "None"  # the children's environment is the user's again
+
+
+def test_reexec_argv_runs_the_same_script_with_the_same_arguments(tmp_path):
+    script = tmp_path / "reasonmaxxer"
+    script.write_text("")
+    assert allocator.reexec_argv([str(script), "run", "--rounds", "2"]) == [
+        sys.executable,
+        str(script),
+        "run",
+        "--rounds",
+        "2",
+    ]
+    assert allocator.reexec_argv(["reasonmaxxer", "eval"]) == [
+        sys.executable,
+        "-m",
+        "reasonmaxxer",
+        "eval",
+    ]

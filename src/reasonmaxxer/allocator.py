@@ -19,7 +19,7 @@ the ``libmimalloc.so`` of the ``cmeel-mimalloc`` wheel (a dependency on Linux x8
   preloaded already.
 
 The re-executed process takes the preload back out of its environment, so the processes it
-starts (Ray, vLLM, grading workers) start with the user's own environment. ``main()``
+starts (Ray, vLLM, grading workers) start with the user's own environment. ``cli.main()``
 itself never re-executes: the Python API and in-process tests run under whatever allocator
 their interpreter has. :func:`active` says which one that is; run manifests record it.
 """
@@ -49,6 +49,17 @@ def library() -> str | None:
             path = Path(str(f.locate()))
             return str(path) if path.is_file() else None
     return None
+
+
+def reexec_argv(argv: list[str]) -> list[str]:
+    """The command line that runs this same command again: this interpreter on the console
+    script when ``argv[0]`` is a file, else ``python -m reasonmaxxer``; then the arguments."""
+    script = Path(argv[0])
+    return [
+        sys.executable,
+        *([str(script)] if script.is_file() else ["-m", "reasonmaxxer"]),
+        *argv[1:],
+    ]
 
 
 def preload_env(
@@ -99,18 +110,3 @@ def collect() -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mi_collect(ctypes.c_bool(True))
-
-
-def entry() -> None:
-    """The ``reasonmaxxer`` console script: re-execute under mimalloc when it applies (see the
-    module docstring), then run the command line."""
-    env = preload_env(dict(os.environ), library())
-    if env is not None:
-        script = Path(sys.argv[0])
-        argv = [str(script)] if script.is_file() else ["-m", "reasonmaxxer"]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, *argv, *sys.argv[1:]], env)
-    from .cli import main
-
-    main()

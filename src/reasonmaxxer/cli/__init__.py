@@ -7,12 +7,13 @@ stderr and exit status 2; an interrupt keeps finished work and says how to resum
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from ..allocator import restore_environ
+from .. import allocator
 from ..config import (
     EvalConfig,
     ModelConfig,
@@ -335,7 +336,7 @@ _register()
 
 
 def main() -> None:
-    restore_environ()  # after the console script's re-exec under mimalloc (allocator.py)
+    allocator.restore_environ()  # after entry()'s re-exec under mimalloc
     try:
         cli.main(standalone_mode=False)
     except UserError as e:
@@ -354,3 +355,14 @@ def main() -> None:
             "interrupted: finished work is kept; re-run the same command to resume", err=True
         )
         sys.exit(130)
+
+
+def entry() -> None:
+    """The ``reasonmaxxer`` console script: re-execute once under mimalloc where that applies
+    (:mod:`reasonmaxxer.allocator`), then :func:`main`."""
+    env = allocator.preload_env(dict(os.environ), allocator.library())
+    if env is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, allocator.reexec_argv(sys.argv), env)
+    main()
