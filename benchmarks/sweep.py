@@ -232,6 +232,12 @@ def main() -> None:
     ap.add_argument(
         "--seeds", type=int, default=1, help="runs of each variant, seeds moved by 0..N-1"
     )
+    ap.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: write the tables from OUT/sweep.jsonl (rows of several "
+        "processes that ran --only in parallel)",
+    )
     args = ap.parse_args()
     spec = yaml.safe_load(Path(args.spec).read_text())
     out = Path(args.out)
@@ -248,7 +254,7 @@ def main() -> None:
         for i in range(args.seeds):
             name, overrides = seeded(variant, spec_overrides or {}, spec.get("base") or {}, i)
             names.append(name)
-            if name in done or (only and variant not in only):
+            if name in done or (only and variant not in only) or args.table_only:
                 continue
             cfg = from_dict(RunConfig, variant_dict(overrides, spec.get("base") or {}))
             check_disjoint(cfg)
