@@ -64,12 +64,15 @@ def allocator_env(name: str) -> dict[str, str] | None:
 
 
 def measure(cmd: list[str], env: dict[str, str]) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"error: failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-2000:]}")
+    with tempfile.TemporaryFile() as err:  # a pipe would fill up and block the child
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
+            raise SystemExit(f"error: failed: {' '.join(cmd)}\n{tail}")
     return {
         "peak_rss_mib": usage.ru_maxrss / 1024,
         "user_s": usage.ru_utime,

@@ -27,6 +27,7 @@ are skipped) and printed as a table, also written to ``OUT/sweep.md``.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -45,7 +46,9 @@ from reasonmaxxer.method.pipeline import check_disjoint
 from reasonmaxxer.method.sampling import sample
 from reasonmaxxer.method.selection import select
 from reasonmaxxer.method.training import ADAPTER, train
-from reasonmaxxer.stats import holm, paired_bootstrap
+from reasonmaxxer.stats import format_p, holm, paired_bootstrap
+
+N_BOOT = 2000
 
 
 def _h(obj) -> str:
@@ -107,7 +110,7 @@ def seeded(name: str, overrides: dict, base: dict, i: int) -> tuple[str, dict]:
     if i == 0:
         return name, overrides
     resolved = variant_dict(overrides, base)
-    out = merge(overrides, {})
+    out = copy.deepcopy(overrides)  # the spec's own dicts stay as they are
     for section, key in SEEDED:
         out.setdefault(section, {})[key] = resolved[section][key] + i
     return f"{name}@{i}", out
@@ -123,18 +126,22 @@ def greedy_correct(eval_dir: Path) -> dict[tuple[str, str], bool]:
 
 def seeds_table(rows: list[dict], out: Path) -> str:
     """Per variant over its seeded runs: pass@1 mean ± sd, the base, a paired bootstrap of the
-    seed-averaged per-problem correctness against the base, and Holm over the variants."""
+    seed-averaged per-problem correctness against the base, and Holm over the variants. The
+    bootstrap resamples problems with the seeds held fixed: its p asks whether these seeds'
+    average beats the base on this problem set; the sd is the seed-to-seed spread."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(r["variant"].split("@")[0], []).append(r)
+        groups.setdefault(r["variant"].rsplit("@", 1)[0], []).append(r)
     stats = []
     for name, runs in groups.items():
         base = greedy_correct(out / runs[0]["eval_dirs"]["base"])
         per_run = [greedy_correct(out / r["eval_dirs"]["adapter"]) for r in runs]
         keys = sorted(k for k in base if all(k in c for c in per_run))
+        if not keys:
+            raise SystemExit(f"error: {name}: its runs and the base share no problem")
         accs = [sum(c[k] for k in keys) / len(keys) for c in per_run]
         mean_new = [sum(c[k] for c in per_run) / len(per_run) for k in keys]
-        test = paired_bootstrap([float(base[k]) for k in keys], mean_new)
+        test = paired_bootstrap([float(base[k]) for k in keys], mean_new, n_boot=N_BOOT)
         mean = sum(accs) / len(accs)
         sd = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
         stats.append(
@@ -149,7 +156,8 @@ def seeds_table(rows: list[dict], out: Path) -> str:
         lo, hi = t["ci95"]
         lines.append(
             f"| {name} | {k} | {n} | {100 * b:.1f}% | {100 * mean:.1f} ± {100 * sd:.1f}% | "
-            f"{100 * t['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {t['p_value']:.3g} | {adj:.3g} |"
+            f"{100 * t['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+            f"{format_p(t['p_value'], N_BOOT)} | {format_p(adj, N_BOOT)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -239,6 +247,8 @@ def main() -> None:
         "processes that ran --only in parallel)",
     )
     args = ap.parse_args()
+    if args.seeds < 1:
+        raise SystemExit("error: --seeds must be >= 1")
     spec = yaml.safe_load(Path(args.spec).read_text())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

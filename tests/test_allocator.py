@@ -17,10 +17,10 @@ def env_for(environ, **kw):
     )
 
 
-def test_preload_env_prepends_the_library_and_remembers_the_users_preload():
-    env = env_for({"PATH": "/bin", "LD_PRELOAD": "/x/libfoo.so"})
-    assert env["LD_PRELOAD"] == "/opt/lib/libmimalloc.so /x/libfoo.so"
-    assert env["_REASONMAXXER_LD_PRELOAD"] == "/x/libfoo.so"
+def test_preload_env_sets_the_library_and_remembers_the_users_empty_preload():
+    env = env_for({"PATH": "/bin", "LD_PRELOAD": " "})
+    assert env["LD_PRELOAD"] == LIB
+    assert env["_REASONMAXXER_LD_PRELOAD"] == " "
     assert env["PATH"] == "/bin"
     env = env_for({})
     assert env["LD_PRELOAD"] == LIB and env["_REASONMAXXER_LD_PRELOAD"] == ""
@@ -31,6 +31,8 @@ def test_preload_env_prepends_the_library_and_remembers_the_users_preload():
     [
         ({"REASONMAXXER_MALLOC": "system"}, {}),  # the opt-out
         ({"LD_PRELOAD": "/elsewhere/libmimalloc.so.2"}, {}),  # the user preloads it already
+        ({"LD_PRELOAD": "/usr/lib/libtcmalloc.so"}, {}),  # or another allocator: theirs
+        ({}, {"lib": "/my venvs/lib/libmimalloc.so"}),  # ld.so would split this path
         ({"_REASONMAXXER_LD_PRELOAD": ""}, {}),  # this process is the re-executed one: no loop
         ({}, {"lib": None}),  # not installed
         ({}, {"platform": "darwin"}),
@@ -69,7 +71,8 @@ def fake_main():
     print(allocator.active(), os.environ.get("LD_PRELOAD"), os.getpid(), flush=True)
 
 cli.main = fake_main
-cli.entry()
+from reasonmaxxer import launcher
+launcher.entry()
 """
 
 

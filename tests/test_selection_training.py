@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 
 import pytest
 import torch
@@ -408,7 +409,9 @@ def test_train_on_hand_made_selection(tmp_path, tiny_model_dir):
     assert [r["step"] for r in log] == [1, 2, 3]
     assert all(math.isfinite(r["train/loss"]) for r in log)
     # each row says what memory the process held: the model is loaded, so well above 0
-    assert all(r["sys/peak_rss_mib"] >= r.get("sys/rss_mib", 0) > 50 for r in log)
+    assert all(r["sys/peak_rss_mib"] > 50 for r in log)
+    if sys.platform == "linux":  # VmRSS: resident now, at most the peak
+        assert all(r["sys/peak_rss_mib"] >= r["sys/rss_mib"] > 50 for r in log)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 4
     # Positive advantages everywhere: the adapter raises the log-prob of the decision tokens.

@@ -9,7 +9,8 @@ Where things live (each subpackage's ``__init__`` lists its modules):
 - ``analysis/``: the paper's §3 disagreement and intervention runs; ``analysis/distill/`` §4.
 - ``baselines/grpo/``: TRL's GRPO on equal terms. ``scaleout/``: Ray shards, data parallel.
 - ``report/``: reads a run folder and writes ``report.html``; it loads no model.
-- ``cli/``: the ``reasonmaxxer`` command, flags generated from the config dataclasses.
+- ``cli/``: the ``reasonmaxxer`` command, flags generated from the config dataclasses;
+  ``launcher`` is its console script (the CPU allocator switch, ``allocator``).
 - The core, shared by all of them: ``config`` (``resolve``) with ``blocks`` and ``fields``,
   ``engine`` (padding, teacher-forced logits), ``decoding`` (the one decode loop),
   ``generation`` (HF and vLLM backends), ``models``, ``devices``, ``optim`` (the resumable

@@ -4,19 +4,19 @@ On a CPU, glibc's heap fragments: the KV cache grows by one ``torch.cat`` per de
 (every layer's key and value freed and reallocated a token longer), and activation
 checkpointing keeps layer inputs alive between other short-lived tensors. Freed space is
 then too broken up to reuse or to return, and the process's memory grows with the work
-done, not with what is live: a 256-problem eval of the 135M model peaked at 2.1 GiB under
-glibc and 1.2 GiB under mimalloc, at the same speed (``benchmarks/results/allocator.md``
+done, not with what is live: a 256-problem eval of the 135M model peaked at 1.48 GiB under
+glibc and 1.17 GiB under mimalloc, at the same CPU time (``benchmarks/results/allocator.md``
 has the table, with glibc's own knobs: ``malloc_trim`` and a fixed mmap threshold cost
 time or kernel work for less).
 
-The ``reasonmaxxer`` command therefore re-executes itself once with ``LD_PRELOAD`` naming
+The ``reasonmaxxer`` command (:mod:`reasonmaxxer.launcher`) therefore re-executes itself once with ``LD_PRELOAD`` naming
 the ``libmimalloc.so`` of the ``cmeel-mimalloc`` wheel (a dependency on Linux x86-64), when
 
 - this is Linux and the library is installed;
 - no GPU device node is present (CUDA and ROCm keep their own caching allocators, and
   nothing here was measured on a GPU machine);
-- ``REASONMAXXER_MALLOC`` is not ``system`` (the opt-out) and the library is not
-  preloaded already.
+- ``REASONMAXXER_MALLOC`` is not ``system`` (the opt-out) and ``LD_PRELOAD`` is empty (a
+  user who preloads tcmalloc, jemalloc or anything else keeps exactly that).
 
 The re-executed process takes the preload back out of its environment, so the processes it
 starts (Ray, vLLM, grading workers) start with the user's own environment. ``cli.main()``
@@ -33,7 +33,7 @@ from pathlib import Path
 
 ENV = "REASONMAXXER_MALLOC"  # "system": keep the C library's malloc
 _RESTORE = "_REASONMAXXER_LD_PRELOAD"  # set only in the re-executed process: the user's value
-GPU_NODES = ("/dev/nvidiactl", "/dev/kfd")
+GPU_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # CUDA, ROCm, WSL2's GPU
 
 
 def library() -> str | None:
@@ -73,12 +73,13 @@ def preload_env(
         return None
     if environ.get(ENV, "mimalloc") == "system" or any(os.path.exists(n) for n in gpu_nodes):
         return None
-    preload = environ.get("LD_PRELOAD", "")
-    if "libmimalloc" in preload:
+    if environ.get("LD_PRELOAD", "").strip():  # the user preloads something: their choice
+        return None
+    if any(c in lib for c in " :\t\n"):  # ld.so would split the path
         return None
     env = dict(environ)
-    env[_RESTORE] = preload
-    env["LD_PRELOAD"] = f"{lib} {preload}".strip()
+    env[_RESTORE] = environ.get("LD_PRELOAD", "")
+    env["LD_PRELOAD"] = lib
     return env
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -79,7 +78,10 @@ def peak_rss_mib() -> float:
                 return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import resource  # POSIX only
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS
 
 
 def rss_mib() -> float | None:

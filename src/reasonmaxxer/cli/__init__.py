@@ -7,7 +7,6 @@ stderr and exit status 2; an interrupt keeps finished work and says how to resum
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -336,7 +335,7 @@ _register()
 
 
 def main() -> None:
-    allocator.restore_environ()  # after entry()'s re-exec under mimalloc
+    allocator.restore_environ()  # after launcher.entry()'s re-exec under mimalloc
     try:
         cli.main(standalone_mode=False)
     except UserError as e:
@@ -355,14 +354,3 @@ def main() -> None:
             "interrupted: finished work is kept; re-run the same command to resume", err=True
         )
         sys.exit(130)
-
-
-def entry() -> None:
-    """The ``reasonmaxxer`` console script: re-execute once under mimalloc where that applies
-    (:mod:`reasonmaxxer.allocator`), then :func:`main`."""
-    env = allocator.preload_env(dict(os.environ), allocator.library())
-    if env is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execve(sys.executable, allocator.reexec_argv(sys.argv), env)
-    main()
