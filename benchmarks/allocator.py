@@ -98,35 +98,33 @@ def eval_cell(env: dict[str, str], args) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def train_cell(env: dict[str, str], args) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="alloc-train-"))
+def adapter_cell(work: Path, cmd: list[str], adapter: Path, env: dict[str, str]) -> dict:
+    """Run a training command in ``work`` (removed after) and hash the adapter it wrote."""
     try:
-        for name in RUN_FILES:
-            shutil.copy(Path(args.run) / name, work / name)
-        cmd = [sys.executable, "-m", "reasonmaxxer", "train", str(work)]
-        cmd += ["--max-steps", str(args.steps), "--threads", str(args.threads)]
         cell = measure(cmd, env)
         cell["score"] = None
-        adapter = (work / "adapter" / "adapter_model.safetensors").read_bytes()
-        cell["hash"] = hashlib.sha256(adapter).hexdigest()[:16]
+        data = (adapter / "adapter_model.safetensors").read_bytes()
+        cell["hash"] = hashlib.sha256(data).hexdigest()[:16]
         return cell
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def train_cell(env: dict[str, str], args) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="alloc-train-"))
+    for name in RUN_FILES:
+        shutil.copy(Path(args.run) / name, work / name)
+    cmd = [sys.executable, "-m", "reasonmaxxer", "train", str(work)]
+    cmd += ["--max-steps", str(args.steps), "--threads", str(args.threads)]
+    return adapter_cell(work, cmd, work / "adapter", env)
 
 
 def grpo_cell(env: dict[str, str], args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="alloc-grpo-"))
-    try:
-        cmd = [sys.executable, "-m", "reasonmaxxer", "grpo", "--out", str(work / "grpo")]
-        cmd += ["--max-steps", str(args.steps), "--threads", str(args.threads)]
-        cmd += ["--eval-limit", "16", "--eval-every", "0"]
-        cell = measure(cmd, env)
-        cell["score"] = None
-        adapter = (work / "grpo" / "adapter" / "adapter_model.safetensors").read_bytes()
-        cell["hash"] = hashlib.sha256(adapter).hexdigest()[:16]
-        return cell
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    cmd = [sys.executable, "-m", "reasonmaxxer", "grpo", "--out", str(work / "grpo")]
+    cmd += ["--max-steps", str(args.steps), "--threads", str(args.threads)]
+    cmd += ["--eval-limit", "16", "--eval-every", "0"]
+    return adapter_cell(work, cmd, work / "grpo" / "adapter", env)
 
 
 CELLS = {"eval": eval_cell, "train": train_cell, "grpo": grpo_cell}

@@ -69,15 +69,24 @@ def provenance() -> dict:
     }
 
 
+def _status_mib(field: str) -> float | None:
+    """A ``kB`` line of Linux's ``/proc/self/status`` (``VmHWM``, ``VmRSS``) in MiB; None
+    elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory, in MiB: since the last :func:`reset_peak_rss`
     on Linux (``VmHWM``), else since the process started (``ru_maxrss``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
     import resource  # POSIX only
 
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -86,13 +95,7 @@ def peak_rss_mib() -> float:
 
 def rss_mib() -> float | None:
     """This process's resident memory now, in MiB (Linux ``VmRSS``; None elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
+    return _status_mib("VmRSS")
 
 
 def memory_row() -> dict[str, float]:
