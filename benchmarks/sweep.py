@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ import yaml
 
 from reasonmaxxer.config import RunConfig, build_run_config, from_dict, merge, to_dict
 from reasonmaxxer.errors import UserError
-from reasonmaxxer.eval.comparison import compare
+from reasonmaxxer.eval.comparison import compare, load_correct
 from reasonmaxxer.eval.evaluation import evaluate
 from reasonmaxxer.io import append_jsonl, atomic_write_text, iter_jsonl
 from reasonmaxxer.method.pipeline import check_disjoint
@@ -116,14 +117,6 @@ def seeded(name: str, overrides: dict, base: dict, i: int) -> tuple[str, dict]:
     return f"{name}@{i}", out
 
 
-def greedy_correct(eval_dir: Path) -> dict[tuple[str, str], bool]:
-    return {
-        (r["benchmark"], r["id"]): bool(r["correct"])
-        for r in iter_jsonl(eval_dir / "samples.jsonl")
-        if r["sample"] == "greedy"
-    }
-
-
 def seeds_table(rows: list[dict], out: Path) -> str:
     """Per variant over its seeded runs: pass@1 mean ± sd, the base, a paired bootstrap of the
     seed-averaged per-problem correctness against the base, and Holm over the variants. The
@@ -134,19 +127,17 @@ def seeds_table(rows: list[dict], out: Path) -> str:
         groups.setdefault(r["variant"].rsplit("@", 1)[0], []).append(r)
     stats = []
     for name, runs in groups.items():
-        base = greedy_correct(out / runs[0]["eval_dirs"]["base"])
-        per_run = [greedy_correct(out / r["eval_dirs"]["adapter"]) for r in runs]
+        base = load_correct(out / runs[0]["eval_dirs"]["base"])[0]
+        per_run = [load_correct(out / r["eval_dirs"]["adapter"])[0] for r in runs]
         keys = sorted(k for k in base if all(k in c for c in per_run))
         if not keys:
             raise SystemExit(f"error: {name}: its runs and the base share no problem")
         accs = [sum(c[k] for k in keys) / len(keys) for c in per_run]
         mean_new = [sum(c[k] for c in per_run) / len(per_run) for k in keys]
         test = paired_bootstrap([float(base[k]) for k in keys], mean_new, n_boot=N_BOOT)
-        mean = sum(accs) / len(accs)
-        sd = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
-        stats.append(
-            (name, len(runs), len(keys), sum(base[k] for k in keys) / len(keys), mean, sd, test)
-        )
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0  # n - 1 in the denominator
+        base_acc = statistics.mean(base[k] for k in keys)
+        stats.append((name, len(runs), len(keys), base_acc, statistics.mean(accs), sd, test))
     adjusted = holm([t["p_value"] for *_, t in stats])
     lines = [
         "| variant | seeds | n | base pass@1 | pass@1 mean ± sd | Δ [95% CI] | bootstrap p | Holm p |",

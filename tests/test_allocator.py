@@ -8,7 +8,7 @@ import pytest
 
 from reasonmaxxer import allocator
 
-LIB = "/opt/lib/libmimalloc.so"
+LIB = "venv/lib/libmimalloc.so"  # any path: preload_env only passes it on
 
 
 def env_for(environ, **kw):
@@ -18,10 +18,10 @@ def env_for(environ, **kw):
 
 
 def test_preload_env_sets_the_library_and_remembers_the_users_empty_preload():
-    env = env_for({"PATH": "/bin", "LD_PRELOAD": " "})
+    env = env_for({"PATH": "bin", "LD_PRELOAD": " "})
     assert env["LD_PRELOAD"] == LIB
     assert env["_REASONMAXXER_LD_PRELOAD"] == " "
-    assert env["PATH"] == "/bin"
+    assert env["PATH"] == "bin"
     env = env_for({})
     assert env["LD_PRELOAD"] == LIB and env["_REASONMAXXER_LD_PRELOAD"] == ""
 
@@ -30,9 +30,9 @@ def test_preload_env_sets_the_library_and_remembers_the_users_empty_preload():
     "environ, kw",
     [
         ({"REASONMAXXER_MALLOC": "system"}, {}),  # the opt-out
-        ({"LD_PRELOAD": "/elsewhere/libmimalloc.so.2"}, {}),  # the user preloads it already
-        ({"LD_PRELOAD": "/usr/lib/libtcmalloc.so"}, {}),  # or another allocator: theirs
-        ({}, {"lib": "/my venvs/lib/libmimalloc.so"}),  # ld.so would split this path
+        ({"LD_PRELOAD": "elsewhere/libmimalloc.so.2"}, {}),  # the user preloads it already
+        ({"LD_PRELOAD": "lib/libtcmalloc.so"}, {}),  # or another allocator: theirs
+        ({}, {"lib": "my venvs/lib/libmimalloc.so"}),  # ld.so would split this path
         ({"_REASONMAXXER_LD_PRELOAD": ""}, {}),  # this process is the re-executed one: no loop
         ({}, {"lib": None}),  # not installed
         ({}, {"platform": "darwin"}),
@@ -50,15 +50,15 @@ def test_no_preload_on_a_gpu_machine(tmp_path):
 
 
 def test_restore_environ_gives_children_the_users_preload():
-    environ = {"LD_PRELOAD": f"{LIB} /x/libfoo.so", "_REASONMAXXER_LD_PRELOAD": "/x/libfoo.so"}
+    environ = {"LD_PRELOAD": f"{LIB} x/libfoo.so", "_REASONMAXXER_LD_PRELOAD": "x/libfoo.so"}
     allocator.restore_environ(environ)
-    assert environ == {"LD_PRELOAD": "/x/libfoo.so"}
+    assert environ == {"LD_PRELOAD": "x/libfoo.so"}
     environ = {"LD_PRELOAD": LIB, "_REASONMAXXER_LD_PRELOAD": ""}
     allocator.restore_environ(environ)
     assert environ == {}
-    environ = {"LD_PRELOAD": "/x/libfoo.so"}  # not re-executed: untouched
+    environ = {"LD_PRELOAD": "x/libfoo.so"}  # not re-executed: untouched
     allocator.restore_environ(environ)
-    assert environ == {"LD_PRELOAD": "/x/libfoo.so"}
+    assert environ == {"LD_PRELOAD": "x/libfoo.so"}
 
 
 SCRIPT = """

@@ -9,25 +9,27 @@ from ..io import iter_jsonl
 from ..stats import mcnemar_exact, paired_bootstrap
 
 
+def load_correct(eval_dir: Path) -> tuple[dict, dict]:
+    """An eval folder's ``samples.jsonl`` as ``(greedy, sampled)``: ``(benchmark, id)`` →
+    the greedy completion's correctness, and → the sampled completions' list of them."""
+    greedy: dict[tuple[str, str], bool] = {}
+    sampled: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for r in iter_jsonl(eval_dir / "samples.jsonl"):
+        key = (r["benchmark"], r["id"])
+        if r["sample"] == "greedy":
+            greedy[key] = r["correct"]
+        else:
+            sampled[key].append(r["correct"])
+    return greedy, sampled
+
+
 def compare(base_dir: Path, adapter_dir: Path, *, seed: int = 0) -> dict:
     """Paired base-vs-adapter tests per benchmark from the two ``samples.jsonl`` files.
 
     Greedy pass@1: exact McNemar. avg@k (when sampled): paired bootstrap over problems.
     """
-
-    def load(d: Path):
-        greedy: dict[tuple[str, str], bool] = {}
-        sampled: dict[tuple[str, str], list[bool]] = defaultdict(list)
-        for r in iter_jsonl(d / "samples.jsonl"):
-            key = (r["benchmark"], r["id"])
-            if r["sample"] == "greedy":
-                greedy[key] = r["correct"]
-            else:
-                sampled[key].append(r["correct"])
-        return greedy, sampled
-
-    bg, bs = load(base_dir)
-    ag, as_ = load(adapter_dir)
+    bg, bs = load_correct(base_dir)
+    ag, as_ = load_correct(adapter_dir)
     out = {}
     for bench in sorted({b for b, _ in bg}):
         keys = [k for k in bg if k[0] == bench and k in ag]
