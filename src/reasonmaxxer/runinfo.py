@@ -81,12 +81,28 @@ def _status_mib(field: str) -> float | None:
     return None
 
 
+# The highest VmHWM of the windows that reset_peak_rss closed: clearing the window resets
+# ru_maxrss too on Linux, so the process's own peak is kept here.
+_CLOSED_WINDOWS_PEAK_MIB = 0.0
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory, in MiB: since the last :func:`reset_peak_rss`
     on Linux (``VmHWM``), else since the process started (``ru_maxrss``)."""
     peak = _status_mib("VmHWM")
     if peak is not None:
         return peak
+    return _maxrss_mib()
+
+
+def process_peak_rss_mib() -> float:
+    """This process's peak resident memory since it started, in MiB, across the windows of
+    :func:`reset_peak_rss` (which on Linux resets ``ru_maxrss`` as well, so ``getrusage`` and
+    ``/usr/bin/time`` see only the last window's peak)."""
+    return max(_CLOSED_WINDOWS_PEAK_MIB, peak_rss_mib(), _maxrss_mib())
+
+
+def _maxrss_mib() -> float:
     import resource  # POSIX only
 
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -114,7 +130,10 @@ def memory_row() -> dict[str, float]:
 def reset_peak_rss() -> bool:
     """Start a new peak-RSS window (Linux: ``/proc/self/clear_refs``), so that one stage's
     :func:`peak_rss_mib` is its own, not the process's running maximum. False where the
-    kernel does not allow it; the peak then stays the running maximum."""
+    kernel does not allow it; the peak then stays the running maximum. The closed window's
+    peak still counts in :func:`process_peak_rss_mib`."""
+    global _CLOSED_WINDOWS_PEAK_MIB
+    _CLOSED_WINDOWS_PEAK_MIB = process_peak_rss_mib()
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True

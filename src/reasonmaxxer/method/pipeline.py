@@ -21,6 +21,7 @@ from ..runinfo import (
     Timer,
     peak_gpu_mib,
     peak_rss_mib,
+    process_peak_rss_mib,
     provenance,
     release_memory,
     reset_peak_rss,
@@ -127,6 +128,8 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         "primary_metric": cfg.primary_metric,
         "comparison": comparison,
         "stages": stages.costs(),
+        # this invocation's whole-process peak (a resumed run's skipped stages are not in it)
+        "process_peak_rss_mib": round(process_peak_rss_mib(), 1),
         "counts": _counts(COUNTS, s_sample, s_select, s_train),
         **({"checkpoints": s_train["checkpoint_choice"]} if "checkpoint_choice" in s_train else {}),
         "eval": {"base": s_base, "adapter": s_adapter},
