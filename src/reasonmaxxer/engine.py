@@ -38,7 +38,9 @@ def build_batch(rows: list[dict]):
     logits (``T`` = longest completion) cover every scored position and the LM head never
     runs over prompt tokens. Returns tensors: ``input_ids``/``attention_mask``/``position_ids``
     [B, L]; ``targets`` [B, T] (the last T tokens); ``completion``/``decision`` [B, T] bool
-    (prompt and padding positions carry no loss); ``advantages`` [B]; ``keep`` = T + 1.
+    (prompt and padding positions carry no loss); ``advantages`` [B]; ``keep`` = T + 1; and,
+    when every row carries ``ref_logp`` (π_ref's log-prob of each completion token, stored by
+    ``select``), ``ref_logp`` [B, T] float32 aligned with ``targets`` (0 off the completion).
     """
     import torch
 
@@ -52,7 +54,7 @@ def build_batch(rows: list[dict]):
         completion[i, start:] = True
         for j in r["decision"]:
             decision[i, start + j] = True
-    return {
+    batch = {
         "input_ids": ids,
         "attention_mask": attn,
         "position_ids": (attn.cumsum(-1) - 1).clamp(min=0),
@@ -62,6 +64,13 @@ def build_batch(rows: list[dict]):
         "advantages": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
         "keep": t_max + 1,
     }
+    if all("ref_logp" in r for r in rows):
+        ref_logp = torch.zeros((len(rows), t_max), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            n = len(r["completion_ids"])
+            ref_logp[i, t_max - n :] = torch.tensor(r["ref_logp"], dtype=torch.float32)
+        batch["ref_logp"] = ref_logp
+    return batch
 
 
 def completion_logits(model, batch: dict):

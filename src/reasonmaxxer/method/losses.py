@@ -178,8 +178,6 @@ def policy_terms(
     Returns:
         ``(logp, ref_logp, kl)``, each ``[B, T]`` float32.
     """
-    from torch.utils.checkpoint import checkpoint
-
     head = head or _same
     ref_head = ref_head or _same
 
@@ -193,22 +191,44 @@ def policy_terms(
             kl_ref_to_policy(ref, lg),
         )
 
-    if rows_per_chunk < 1:
-        raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
-    ref_logits = ref_logits.detach()
-    parts = []
-    for x, ref_x, tg in zip(
-        logits.split(rows_per_chunk),
-        ref_logits.split(rows_per_chunk),
-        targets.split(rows_per_chunk),
-        strict=True,
-    ):
-        if x.requires_grad and torch.is_grad_enabled():
-            parts.append(checkpoint(terms, x, ref_x, tg, use_reentrant=False))
-        else:
-            parts.append(terms(x, ref_x, tg))
-    logp, ref_logp, kl = (torch.cat(t) for t in zip(*parts, strict=True))
+    logp, ref_logp, kl = _chunked(terms, logits, ref_logits.detach(), targets, rows=rows_per_chunk)
     return logp, ref_logp, kl
+
+
+def policy_logps(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    head: Callable[[Tensor], Tensor] | None = None,
+    rows_per_chunk: int = 1,
+) -> Tensor:
+    """``log π_θ(target)`` per position, ``[B, T]`` float32: :func:`policy_terms`'s first
+    output alone, for a step whose π_ref log-probs are already known and that needs no KL
+    (no reference logits are made). Same arguments as :func:`policy_terms`."""
+    head = head or _same
+
+    def terms(x: Tensor, tg: Tensor) -> tuple[Tensor]:
+        return (selective_log_softmax(head(x), tg),)
+
+    (logp,) = _chunked(terms, logits, targets, rows=rows_per_chunk)
+    return logp
+
+
+def _chunked(fn: Callable[..., tuple[Tensor, ...]], *tensors: Tensor, rows: int):
+    """``fn`` over ``rows``-row chunks of ``tensors`` (split on dim 0), its outputs
+    concatenated; a chunk whose first tensor needs grad runs under activation checkpointing,
+    so the backward recomputes ``fn``'s temporaries instead of keeping them."""
+    from torch.utils.checkpoint import checkpoint
+
+    if rows < 1:
+        raise ValueError(f"rows_per_chunk must be >= 1, got {rows}")
+    parts = []
+    for chunk in zip(*(t.split(rows) for t in tensors), strict=True):
+        if chunk[0].requires_grad and torch.is_grad_enabled():
+            parts.append(checkpoint(fn, *chunk, use_reentrant=False))
+        else:
+            parts.append(fn(*chunk))
+    return tuple(torch.cat(t) for t in zip(*parts, strict=True))
 
 
 def _same(x: Tensor) -> Tensor:

@@ -84,17 +84,26 @@ def compute_entropies(
 ) -> dict[tuple[str, int], list[float]]:
     """Base entropy (nats) of every completion token of ``rows``, cached in entropies.jsonl;
     the model comes from ``base`` (loaded there only if an entropy is missing)."""
+    return {k: v["entropy"] for k, v in base_token_terms(run_dir, rows, cfg, base).items()}
+
+
+def base_token_terms(
+    run_dir: Path, rows: list[dict], cfg: RunConfig, base: SharedBase | None = None
+) -> dict[tuple[str, int], dict]:
+    """The cached ``entropies.jsonl`` row of every rollout in ``rows`` (computed where
+    missing): ``entropy``, the base's entropy (nats) of each completion token, and ``logp``,
+    its log-probability of the token taken (absent from caches written before it existed)."""
     from tqdm.auto import tqdm
 
     path = run_dir / ENTROPIES
     precision = cfg.select.autocast
     key = entropy_key(cfg)
-    cache: dict[tuple[str, int], list[float]] = {}
+    cache: dict[tuple[str, int], dict] = {}
     if path.is_file():
         on_disk = list(iter_jsonl(path, tolerate_torn_tail=True))
         for r in on_disk:
             if r.get("key") == key:
-                cache[(r["problem_id"], r["rollout"])] = r["entropy"]
+                cache[(r["problem_id"], r["rollout"])] = r
         # Without a torn tail, so appends continue from a clean file; other models' entries
         # stay for when they are asked for again.
         atomic_write_jsonl(path, on_disk)
@@ -112,7 +121,7 @@ def compute_entropies(
 
         for out in entropies_ray(run_dir, todo, cfg, key, rows_fn=entropy_rows):
             for r in out:
-                cache[(r["problem_id"], r["rollout"])] = r["entropy"]
+                cache[(r["problem_id"], r["rollout"])] = r
             append_jsonl(path, out)
         return cache
     model, _, _ = (base or SharedBase(cfg)).load()
@@ -128,20 +137,20 @@ def compute_entropies(
     for batch in tqdm(todo, desc="entropy (teacher-forced)", unit="batch"):
         out = entropy_rows(model, batch, precision, key)
         for r in out:
-            cache[(r["problem_id"], r["rollout"])] = r["entropy"]
+            cache[(r["problem_id"], r["rollout"])] = r
         append_jsonl(path, out)
     return cache
 
 
 def entropy_rows(model, batch: list[dict], precision: str, key: str) -> list[dict]:
-    """Teacher-forced base entropy (nats, 5 decimals) of every completion token of ``batch``;
-    one ``entropies.jsonl`` row per rollout. The values depend on the batch (padding), so
-    every process that scores a given batch writes the same rows."""
+    """Teacher-forced base entropy and log-prob of the taken token (nats, 5 decimals) of every
+    completion token of ``batch``; one ``entropies.jsonl`` row per rollout. The values depend
+    on the batch (padding), so every process that scores a given batch writes the same rows."""
     import torch
 
     from ..devices import autocast, bf16_autocast_on
     from ..engine import build_batch, logit_source
-    from .losses import entropy_from_logits
+    from .losses import entropy_from_logits, selective_log_softmax
 
     with torch.inference_mode():
         # Left padding: the last T + 1 logits cover every completion token, so the LM head
@@ -150,27 +159,36 @@ def entropy_rows(model, batch: list[dict], precision: str, key: str) -> list[dic
         on = bf16_autocast_on(precision, model)
         with autocast(model, enabled=on):
             hidden, head = logit_source(model, x)  # [B, T, H] and the LM head
-        rows = []
-        for part in hidden.split(1):  # a row's logits at a time: nothing holds [B, T, V]
-            with autocast(model, enabled=on):
-                logits = head(part)
-            rows.append(entropy_from_logits(logits.float()))
-        h = torch.cat(rows)  # [B, T]
-    t_max = h.shape[1]
+        ents, logps = [], []
+        for part, tg in zip(hidden.split(1), x["targets"].split(1), strict=True):
+            with autocast(model, enabled=on):  # a row's logits at a time: no [B, T, V]
+                logits = head(part).float()
+            ents.append(entropy_from_logits(logits))
+            logps.append(selective_log_softmax(logits, tg.to(logits.device)))
+        h, lp = torch.cat(ents).tolist(), torch.cat(logps).tolist()  # [B, T]
     out = []
     for i, r in enumerate(batch):
-        ent = [round(float(v), 5) for v in h[i, t_max - len(r["completion_ids"]) :]]
-        out.append(_cache_row(r["problem_id"], r["rollout"], ent, key))
+        start = len(h[i]) - len(r["completion_ids"])
+        ent = [round(v, 5) for v in h[i][start:]]
+        logp = [round(v, 5) for v in lp[i][start:]]
+        out.append(_cache_row(r["problem_id"], r["rollout"], ent, key) | {"logp": logp})
     return out
 
 
 def entropy_key(cfg: RunConfig) -> str:
     """What a cached entropy depends on besides the token ids: the model's weights, the
     dtype they are loaded in and the forward pass's precision."""
+    return forward_key(cfg, cfg.select.autocast)
+
+
+def forward_key(cfg: RunConfig, precision: str) -> str:
+    """The identity of ``cfg.model``'s teacher-forced forward pass at ``precision`` (an
+    ``autocast`` setting): ``train`` uses the log-probs ``select`` stored only when its own
+    reference forward has the same key."""
     from ..models import model_fingerprint
 
     m = cfg.model
-    parts = [model_fingerprint(m.model), m.dtype, cfg.select.autocast]
+    parts = [model_fingerprint(m.model), m.dtype, precision]
     return identity_hash(parts, sort_keys=False)
 
 
@@ -224,10 +242,11 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
             )
         kept, n_before = _trimmed_rollouts(rows, rates, set(kept_ids), sc)
         base = SharedBase(cfg)  # one copy for the entropies and examples.jsonl
-        ent = compute_entropies(run_dir, kept, cfg, base)
+        terms = base_token_terms(run_dir, kept, cfg, base)
+        ent = {k: v["entropy"] for k, v in terms.items()}
         h, comp = entropy_matrix(kept, ent)
         mask, tau = _decision_points(h, comp, sc)
-        out_rows = selection_rows(kept, ent, mask)
+        out_rows = selection_rows(kept, ent, mask, terms, entropy_key(cfg))
         atomic_write_jsonl(run_dir / SELECTION, out_rows)
         write_examples(run_dir, out_rows, base)  # what the report shows token by token
 
@@ -330,12 +349,18 @@ def _decision_points(h, comp, sc):
     return mask, tau
 
 
-def selection_rows(kept: list[dict], ent: dict, mask) -> list[dict]:
+def selection_rows(
+    kept: list[dict], ent: dict, mask, terms: dict | None = None, key: str | None = None
+) -> list[dict]:
     """The rows of ``selection.jsonl``: each rollout with its entropies and the positions
-    its ``mask`` [N, T] row marks as decision points."""
+    its ``mask`` [N, T] row marks as decision points; with ``terms`` (from
+    :func:`base_token_terms`) also ``ref_logp``, the base's log-prob of each completion token,
+    and ``ref_key``, the :func:`forward_key` it was computed under (``key``)."""
     out_rows = []
     for i, r in enumerate(kept):
         n = len(r["completion_ids"])
+        stored = (terms or {}).get((r["problem_id"], r["rollout"]), {})
+        logp = {"ref_logp": stored["logp"], "ref_key": key} if "logp" in stored else {}
         out_rows.append(
             {
                 "problem_id": r["problem_id"],
@@ -346,6 +371,7 @@ def selection_rows(kept: list[dict], ent: dict, mask) -> list[dict]:
                 "completion_ids": r["completion_ids"],
                 "entropy": ent[(r["problem_id"], r["rollout"])],
                 "decision": mask[i, :n].nonzero().flatten().tolist(),
+                **logp,
             }
         )
     return out_rows

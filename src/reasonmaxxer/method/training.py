@@ -2,7 +2,11 @@
 
 π_ref is the same network with the adapter disabled, so one copy of the weights is in memory.
 Each micro-batch runs π_ref (no grad) and π_θ on the stored token ids; the loss (``losses``)
-applies the contrastive / bounded term at decision points and the KL anchor elsewhere.
+applies the contrastive / bounded term at decision points and the KL anchor elsewhere. When no
+position needs π_ref's full distribution (``gate: all``, the default, leaves no KL anchor) and
+``select`` stored π_ref's log-prob of every token under the same forward (:func:`stored_reference`),
+the reference forward is skipped: a step is one forward and backward instead of two forwards
+and a backward (benchmarks/results/train_reference.md).
 Writes ``train_log.jsonl`` (one row per optimizer step) and ``adapter/`` in PEFT format.
 
 Every ``checkpoint_every`` steps the adapter, the AdamW moments, the RNG states and the
@@ -102,13 +106,15 @@ def step_loss(model, batch: dict, cfg: RunConfig, ref_model=None):
 
     from ..devices import autocast, bf16_autocast_on, to_device
     from ..engine import logit_source
-    from .losses import policy_terms, reasonmaxxer_loss
+    from .losses import policy_terms
 
     t = cfg.train
     batch = to_device(batch, model.device)
     if t.kl_scope == "all":
         batch = whole_sequence(batch)
     on = bf16_autocast_on(t.autocast, model)
+    if "ref_logp" in batch:  # π_ref's log-probs stored by select, and no KL position
+        return _stored_reference_loss(model, batch, cfg, on)
     # Hidden states and the LM head where the model allows it: logits are made a row at a
     # time inside the checkpointed loss, so no [B, T, V] tensor is ever held (engine.logit_source)
     if ref_model is None:
@@ -130,13 +136,47 @@ def step_loss(model, batch: dict, cfg: RunConfig, ref_model=None):
     decision = batch["decision"] & completion
     # kl_scope "all": every real position of the sequence is anchored, the prompt's too
     anchored = batch.get("anchored", completion)
+    loss, stats = _loss(logp, ref_logp, kl, batch, decision, anchored & ~decision, t)
+    with torch.no_grad():
+        stats["kl_all"] = float(kl[completion].mean()) if completion.any() else 0.0
+    return loss, stats
+
+
+def _stored_reference_loss(model, batch: dict, cfg: RunConfig, autocast_on: bool):
+    """:func:`step_loss` when ``batch["ref_logp"]`` holds π_ref's log-probs and no position is
+    anchored: π_θ's forward only. No KL is computed, so the KL statistics are None."""
+    import torch
+
+    from ..devices import autocast
+    from ..engine import logit_source
+    from .losses import policy_logps
+
+    with autocast(model, enabled=autocast_on):
+        x, head = logit_source(model, batch)
+    logp = policy_logps(x, batch["targets"], head=_float_head(head, model, autocast_on))
+    decision = batch["decision"] & batch["completion"]
+    none = torch.zeros_like(decision)
+    loss, stats = _loss(
+        logp, batch["ref_logp"], torch.zeros_like(logp), batch, decision, none, cfg.train
+    )
+    return loss, stats | {"kl_decision": None, "kl_all": None}
+
+
+def _loss(logp, ref_logp, kl, batch: dict, decision, anchor, t):
+    """:func:`~.losses.reasonmaxxer_loss` with the ``train`` settings ``t``, and the share of
+    decision tokens that moved the way their advantage asks (``dec_up_frac_pos``,
+    ``dec_down_frac_neg``)."""
+    import torch
+
+    from .losses import reasonmaxxer_loss
+
     loss, stats = reasonmaxxer_loss(
         logp,
         ref_logp,
         kl,
         batch["advantages"],
         decision,
-        anchored & ~decision,
+        anchor,
         kind=t.loss,
         lam=t.lam,
         neg_weight=t.neg_weight,
@@ -153,8 +193,26 @@ def step_loss(model, batch: dict, cfg: RunConfig, ref_model=None):
         stats["dec_down_frac_neg"] = (
             float((moved[adv < 0] < 0).float().mean()) if (adv < 0).any() else None
         )
-        stats["kl_all"] = float(kl[completion].mean()) if completion.any() else 0.0
     return loss, stats
+
+
+def stored_reference(rows: list[dict], cfg: RunConfig, ref_model: str | None = None) -> bool:
+    """Whether ``train`` may take π_ref's log-probs from ``rows`` (``ref_logp``, stored by
+    ``select``) instead of running π_ref every step: π_ref is ``cfg.model`` with the adapter
+    off (no ``ref_model``), every row was scored under the forward that ``train`` would run
+    (same weights, dtype and precision: ``ref_key``), and no position needs π_ref's full
+    distribution, i.e. no KL anchor (every completion token is a decision point, or
+    ``lam`` is 0, with ``kl_scope: completion``)."""
+    from .selection import forward_key
+
+    t = cfg.train
+    if ref_model is not None or t.kl_scope != "completion":
+        return False
+    anchored = t.lam != 0 and any(len(r["decision"]) < len(r["completion_ids"]) for r in rows)
+    if anchored or not all("ref_logp" in r for r in rows):
+        return False
+    key = forward_key(cfg, t.autocast)
+    return all(r.get("ref_key") == key for r in rows)
 
 
 def _float_head(head, model, autocast_on: bool):
@@ -201,6 +259,9 @@ def train(
     run_dir = Path(run_dir)
     t = cfg.train
     rows = training_rows(run_dir, cfg)
+    stored = stored_reference(rows, cfg, ref_model)
+    if not stored:  # π_ref runs every step
+        rows = [{k: v for k, v in r.items() if k != "ref_logp"} for r in rows]
     import torch
 
     from ..scaleout.dist import init_dist
@@ -221,8 +282,10 @@ def train(
     total = sum(p.numel() for p in model.parameters())
     opt = t.optim.adamw(model)
 
-    scope = checkpoint_scope(cfg, rows) + (
-        [init_adapter, ref_model] if init_adapter or ref_model else []
+    scope = (
+        checkpoint_scope(cfg, rows)
+        + ([init_adapter, ref_model] if init_adapter or ref_model else [])
+        + (["stored reference"] if stored else [])
     )
     per_step = t.batch_size * t.grad_accum
     snapshots, save_every, on_save = _snapshots(run_dir, cfg, scope, model, len(rows))
@@ -250,6 +313,7 @@ def train(
         "tokens_processed": tokens_processed(rows, steps, t.batch_size, t.grad_accum),
         "wall_time_s": wall.seconds,
         "resumed_from_step": start,
+        "reference": "stored" if stored else "forward",
         "model": info.to_dict(),
         **({"checkpoint_choice": chosen} if chosen else {}),
     }
