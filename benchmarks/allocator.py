@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from records import add_record_args, redraw
+
 from reasonmaxxer import allocator as alloc
 from reasonmaxxer.io import iter_jsonl
 
@@ -177,17 +179,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--stages", default="eval,train", help="comma list of eval, train, grpo")
     ap.add_argument("--allocators", default="glibc,glibc-mmap1m,mimalloc,jemalloc")
-    ap.add_argument("--out", default=str(RESULTS / "allocator.json"))
-    ap.add_argument("--notes", help="a markdown file: the reading, kept in the record")
-    ap.add_argument("--redraw", action="store_true", help="only re-render --out (with --notes)")
+    add_record_args(ap, RESULTS / "allocator.json")
     args = ap.parse_args()
     out = Path(args.out)
-    if args.redraw:
-        record = json.loads(out.read_text())
-        if args.notes:
-            record["notes"] = Path(args.notes).read_text().strip()
-        out.write_text(json.dumps(record, indent=1) + "\n")
-        out.with_suffix(".md").write_text(markdown(record))
+    if redraw(args, markdown):
         return
     record = {
         "command": "python benchmarks/allocator.py " + " ".join(sys.argv[1:]),

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from allocator import allocator_env, cpu, measure
+from records import add_record_args, redraw
 
 from reasonmaxxer.io import iter_jsonl
 
@@ -158,17 +159,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS / "train_reference.json"))
-    ap.add_argument("--notes", help="a markdown file: the reading, kept in the record")
-    ap.add_argument("--redraw", action="store_true", help="only re-render --out (with --notes)")
+    add_record_args(ap, RESULTS / "train_reference.json")
     args = ap.parse_args()
     out = Path(args.out)
-    if args.redraw:
-        record = json.loads(out.read_text())
-        if args.notes:
-            record["notes"] = Path(args.notes).read_text().strip()
-        out.write_text(json.dumps(record, indent=1) + "\n")
-        out.with_suffix(".md").write_text(markdown(record))
+    if redraw(args, markdown):
         return
     run = Path(args.run)
     if not all((run / n).is_file() for n in RUN_FILES):

@@ -73,6 +73,19 @@ def _check_ids(model, tok) -> None:
     assert model.config.pad_token_id == tok.pad_token_id == tok.convert_tokens_to_ids("<pad>")
 
 
+def completion_log_softmax(model, row: dict):
+    """``[n, V]`` float64 log-softmax of the distributions that scored ``row``'s n completion
+    tokens, from one unpadded forward of prompt + completion: completion token j is scored by
+    the logits at position P + j - 1 (the hand values the batched stages are checked against)."""
+    import torch
+
+    with torch.inference_mode():
+        seq = torch.tensor([row["prompt_ids"] + row["completion_ids"]])
+        logp = model(input_ids=seq).logits[0].double().log_softmax(-1)
+    p = len(row["prompt_ids"])
+    return logp[p - 1 : p - 1 + len(row["completion_ids"])]
+
+
 def save(model, tok, path: Path) -> Path:
     _check_ids(model, tok)
     model.save_pretrained(path, safe_serialization=True)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from conftest import completion_log_softmax
 
 from reasonmaxxer import models
 from reasonmaxxer.config import build_run_config
@@ -299,18 +300,11 @@ def test_compute_entropies_teacher_forced_and_cached(tmp_path, tiny_model_dir, m
         }
     )
     ent = compute_entropies(tmp_path, rows, cfg)
-    with torch.inference_mode():
-        for r in rows:
-            seq = torch.tensor([r["prompt_ids"] + r["completion_ids"]])
-            logp = model(input_ids=seq).logits[0].double().log_softmax(-1)
-            p = len(r["prompt_ids"])
-            # The entropy of completion token j is that of the distribution that sampled it,
-            # i.e. the logits at position P + j - 1.
-            expected = [
-                float(-(logp[t].exp() * logp[t]).sum())
-                for t in range(p - 1, p - 1 + len(r["completion_ids"]))
-            ]
-            assert ent[(r["problem_id"], r["rollout"])] == pytest.approx(expected, abs=2e-4)
+    for r in rows:
+        # the entropy of completion token j is that of the distribution that sampled it
+        logp = completion_log_softmax(model, r)  # [n, V]
+        expected = (-(logp.exp() * logp).sum(-1)).tolist()
+        assert ent[(r["problem_id"], r["rollout"])] == pytest.approx(expected, abs=2e-4)
     cached = list(iter_jsonl(tmp_path / ENTROPIES))
     assert {(c["problem_id"], c["rollout"]) for c in cached} == {("a", 0), ("a", 1), ("b", 0)}
     # A second call with the same model is served from the cache: no model is loaded.

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from conftest import completion_log_softmax
 
 from reasonmaxxer.config import build_run_config
 from reasonmaxxer.engine import build_batch
@@ -80,16 +81,13 @@ def test_select_stores_the_base_log_prob_of_each_taken_token(tmp_path, tiny_mode
     rows = _rollouts(tok)
     cfg = _cfg(tiny_model_dir)
     terms = base_token_terms(tmp_path, rows, cfg)
-    with torch.inference_mode():
-        for r in rows:
-            seq = torch.tensor([r["prompt_ids"] + r["completion_ids"]])
-            logp = model(input_ids=seq).logits[0].double().log_softmax(-1)
-            p = len(r["prompt_ids"])
-            # completion token j is scored by the logits at position P + j - 1
-            expected = [float(logp[p - 1 + j, tid]) for j, tid in enumerate(r["completion_ids"])]
-            got = terms[(r["problem_id"], r["rollout"])]["logp"]
-            assert got == pytest.approx(expected, abs=2e-4)
-            assert all(v < 0 for v in got)
+    for r in rows:
+        logp = completion_log_softmax(model, r)  # [n, V]
+        taken = torch.tensor(r["completion_ids"])[:, None]
+        expected = logp.gather(-1, taken).squeeze(-1).tolist()
+        got = terms[(r["problem_id"], r["rollout"])]["logp"]
+        assert got == pytest.approx(expected, abs=2e-4)
+        assert all(v < 0 for v in got)
     # cached with the entropies, under the same key
     cached = list(iter_jsonl(tmp_path / "entropies.jsonl"))
     assert all(len(c["logp"]) == len(c["entropy"]) for c in cached)
