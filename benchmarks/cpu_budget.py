@@ -142,11 +142,13 @@ def main() -> None:
     fwd_floor = forward_floor(
         args.model, cfg.model.dtype, cfg.train.autocast == "bfloat16", 128, 16
     )
-    # train: reference forward + policy forward + backward (~2 forwards) = ~4 forwards a token
+    # train: policy forward + backward (~2 forwards) = ~3 forwards a token, plus the reference
+    # forward where train ran it (train.json "reference": "forward", or a run before it said)
+    passes = 3 if train.get("reference") == "stored" else 4
     floors = {
         "sample": gen_floor,
         "select": fwd_floor,
-        "train": fwd_floor / 4,
+        "train": fwd_floor / passes,
         "eval_base": gen_floor,
         "eval_adapter": gen_floor,
     }
