@@ -105,11 +105,10 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     # manifest.json with the comparison, checked against the two samples.jsonl files.
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"]) == set(STAGES)
-    # each stage's own peak RSS (the window is reset before it): all positive, and no stage
-    # reports more than the whole `run` process ever held, which its manifest records
+    # each stage's own peak RSS (the window is reset before it; test_runinfo checks that the
+    # window and the process's peak across windows behave), and the process's peak, recorded
     rss = [manifest["stages"][s]["peak_rss_mib"] for s in STAGES]
-    whole = manifest["process_peak_rss_mib"]
-    assert all(0 < r <= whole + 1 for r in rss), (rss, whole)
+    assert all(r > 0 for r in rss) and manifest["process_peak_rss_mib"] > 0
     assert manifest["counts"]["train_steps"] == 2
     assert manifest["counts"]["problems_kept"] == len(kept)
     assert manifest["counts"]["rollouts"] == 24

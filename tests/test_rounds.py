@@ -135,6 +135,11 @@ def test_two_rounds_killed_between_rounds_and_resumed(
     a1 = json.loads((out / "adapter" / "adapter_config.json").read_text())
     a2 = json.loads((out / "round2" / "adapter" / "adapter_config.json").read_text())
     assert a1["r"] == a2["r"] == 4
+    # Round 1 takes π_ref's log-probs from its selection (gate: all, π_ref is the base that
+    # select scored with). Round 2's selection was scored by the round-1 policy while π_ref is
+    # the base with the adapter off, so round 2 runs π_ref.
+    assert json.loads((out / "train.json").read_text())["reference"] == "stored"
+    assert json.loads((out / "round2" / "train.json").read_text())["reference"] == "forward"
 
     # Another round setting re-trains round 2 only: a fresh LoRA on the merged policy, with the
     # base loaded apart as π_ref.

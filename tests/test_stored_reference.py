@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from reasonmaxxer.method.selection import (
     base_token_terms,
     entropy_key,
     forward_key,
+    reference_key,
     select,
 )
 from reasonmaxxer.method.training import lora_model, step_loss, stored_reference, train
@@ -104,22 +106,32 @@ def _selection(tok, *, full: bool = True, key: str = "k") -> list[dict]:
     return rows
 
 
-def test_stored_reference_only_without_kl_positions_and_for_the_same_forward(tiny_model_dir):
+def test_stored_reference_only_without_kl_positions_and_for_the_same_forward(
+    tmp_path, tiny_model_dir
+):
     _, tok, _ = load_model(str(tiny_model_dir))
     cfg = _cfg(tiny_model_dir)
-    key = forward_key(cfg, cfg.train.autocast)
+    key = reference_key(cfg, cfg.train.autocast)
     assert stored_reference(_selection(tok, key=key), cfg)
-    # a KL-anchored position needs π_ref's full distribution ...
+    # a KL-anchored position needs π_ref's full distribution, whatever the anchor's weight
     assert not stored_reference(_selection(tok, full=False, key=key), cfg)
-    # ... unless the anchor's weight is 0
-    assert stored_reference(_selection(tok, full=False, key=key), _cfg(tiny_model_dir, lam=0.0))
+    assert not stored_reference(_selection(tok, full=False, key=key), _cfg(tiny_model_dir, lam=0))
     # rows scored under another forward: train's bf16 autocast, another model, none at all
     bf16 = _cfg(tiny_model_dir, autocast="bfloat16")
-    assert forward_key(bf16, bf16.train.autocast) != key
+    assert reference_key(bf16, bf16.train.autocast) != key
     assert not stored_reference(_selection(tok, key=key), bf16)
     assert not stored_reference(_selection(tok, key="other"), cfg)
     bare = [{k: v for k, v in r.items() if k != "ref_logp"} for r in _selection(tok, key=key)]
     assert not stored_reference(bare, cfg)
+    # Another folder whose weights fingerprint the same (here: a copy; in a round, a policy
+    # whose merged adapter left the fingerprinted start of the file as it was) is another
+    # model: its log-probs are not π_ref's.
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    other = _cfg(copy)
+    assert forward_key(other, "off") == forward_key(cfg, "off")
+    assert reference_key(other, "off") != key
+    assert not stored_reference(_selection(tok, key=reference_key(other, "off")), cfg)
     # π_ref from another model folder, or a KL over the prompt too
     assert not stored_reference(_selection(tok, key=key), cfg, ref_model=str(tiny_model_dir))
     assert not stored_reference(_selection(tok, key=key), _cfg(tiny_model_dir, kl_scope="all"))

@@ -183,13 +183,20 @@ def entropy_key(cfg: RunConfig) -> str:
 
 def forward_key(cfg: RunConfig, precision: str) -> str:
     """The identity of ``cfg.model``'s teacher-forced forward pass at ``precision`` (an
-    ``autocast`` setting): ``train`` uses the log-probs ``select`` stored only when its own
-    reference forward has the same key."""
+    ``autocast`` setting): the weights (their fingerprint) and the dtype they are loaded in."""
     from ..models import model_fingerprint
 
     m = cfg.model
     parts = [model_fingerprint(m.model), m.dtype, precision]
     return identity_hash(parts, sort_keys=False)
+
+
+def reference_key(cfg: RunConfig, precision: str) -> str:
+    """:func:`forward_key` that also names the model (its folder or hub id): ``train`` uses
+    the log-probs ``select`` stored only when its own π_ref forward has the same key. The name
+    is in it because the fingerprint reads only the start of the weights file, which a merged
+    adapter (a round's policy) can leave unchanged."""
+    return identity_hash([cfg.model.model, forward_key(cfg, precision)], sort_keys=False)
 
 
 def _cache_row(problem_id: str, rollout: int, entropy: list[float], key: str) -> dict:
@@ -246,7 +253,8 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
         ent = {k: v["entropy"] for k, v in terms.items()}
         h, comp = entropy_matrix(kept, ent)
         mask, tau = _decision_points(h, comp, sc)
-        out_rows = selection_rows(kept, ent, mask, terms, entropy_key(cfg))
+        ref_key = reference_key(cfg, sc.autocast)
+        out_rows = selection_rows(kept, ent, mask, terms, ref_key)
         atomic_write_jsonl(run_dir / SELECTION, out_rows)
         write_examples(run_dir, out_rows, base)  # what the report shows token by token
 
@@ -355,7 +363,7 @@ def selection_rows(
     """The rows of ``selection.jsonl``: each rollout with its entropies and the positions
     its ``mask`` [N, T] row marks as decision points; with ``terms`` (from
     :func:`base_token_terms`) also ``ref_logp``, the base's log-prob of each completion token,
-    and ``ref_key``, the :func:`forward_key` it was computed under (``key``)."""
+    and ``ref_key``, the :func:`reference_key` it was computed under (``key``)."""
     out_rows = []
     for i, r in enumerate(kept):
         n = len(r["completion_ids"])

@@ -199,19 +199,18 @@ def _loss(logp, ref_logp, kl, batch: dict, decision, anchor, t):
 def stored_reference(rows: list[dict], cfg: RunConfig, ref_model: str | None = None) -> bool:
     """Whether ``train`` may take π_ref's log-probs from ``rows`` (``ref_logp``, stored by
     ``select``) instead of running π_ref every step: π_ref is ``cfg.model`` with the adapter
-    off (no ``ref_model``), every row was scored under the forward that ``train`` would run
-    (same weights, dtype and precision: ``ref_key``), and no position needs π_ref's full
-    distribution, i.e. no KL anchor (every completion token is a decision point, or
-    ``lam`` is 0, with ``kl_scope: completion``)."""
-    from .selection import forward_key
+    off (no ``ref_model``), every row was scored by that model under the forward ``train``
+    would run (same model, weights, dtype and precision: ``ref_key``), and no position is
+    KL-anchored (``kl_scope: completion`` and every completion token a decision point), so
+    π_ref's full distribution is never needed."""
+    from .selection import reference_key
 
     t = cfg.train
     if ref_model is not None or t.kl_scope != "completion":
         return False
-    anchored = t.lam != 0 and any(len(r["decision"]) < len(r["completion_ids"]) for r in rows)
-    if anchored or not all("ref_logp" in r for r in rows):
+    if any(len(r["decision"]) < len(r["completion_ids"]) or "ref_logp" not in r for r in rows):
         return False
-    key = forward_key(cfg, t.autocast)
+    key = reference_key(cfg, t.autocast)
     return all(r.get("ref_key") == key for r in rows)
 
 
@@ -285,7 +284,7 @@ def train(
     scope = (
         checkpoint_scope(cfg, rows)
         + ([init_adapter, ref_model] if init_adapter or ref_model else [])
-        + (["stored reference"] if stored else [])
+        + ([_stored_id(rows)] if stored else [])
     )
     per_step = t.batch_size * t.grad_accum
     snapshots, save_every, on_save = _snapshots(run_dir, cfg, scope, model, len(rows))
@@ -323,6 +322,14 @@ def train(
         atomic_write_json(run_dir / "train.json", summary)
     dist.close()
     return summary
+
+
+def _stored_id(rows: list[dict]) -> str:
+    """What a checkpoint of the stored-reference path depends on besides the rows' ids: the
+    stored log-probs themselves (a selection made again in other batches moves them)."""
+    from ..io import identity_hash
+
+    return "stored reference " + identity_hash([r["ref_logp"] for r in rows])
 
 
 def training_rows(run_dir: Path, cfg: RunConfig) -> list[dict]:
