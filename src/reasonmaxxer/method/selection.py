@@ -253,8 +253,7 @@ def select(run_dir: str | Path, cfg: RunConfig) -> dict:
         ent = {k: v["entropy"] for k, v in terms.items()}
         h, comp = entropy_matrix(kept, ent)
         mask, tau = _decision_points(h, comp, sc)
-        ref_key = reference_key(cfg, sc.autocast)
-        out_rows = selection_rows(kept, ent, mask, terms, ref_key)
+        out_rows = selection_rows(kept, terms, mask, reference_key(cfg, sc.autocast))
         atomic_write_jsonl(run_dir / SELECTION, out_rows)
         write_examples(run_dir, out_rows, base)  # what the report shows token by token
 
@@ -357,17 +356,15 @@ def _decision_points(h, comp, sc):
     return mask, tau
 
 
-def selection_rows(
-    kept: list[dict], ent: dict, mask, terms: dict | None = None, key: str | None = None
-) -> list[dict]:
-    """The rows of ``selection.jsonl``: each rollout with its entropies and the positions
-    its ``mask`` [N, T] row marks as decision points; with ``terms`` (from
-    :func:`base_token_terms`) also ``ref_logp``, the base's log-prob of each completion token,
-    and ``ref_key``, the :func:`reference_key` it was computed under (``key``)."""
+def selection_rows(kept: list[dict], terms: dict, mask, key: str) -> list[dict]:
+    """The rows of ``selection.jsonl``: each rollout with its entropies (from ``terms``, as
+    :func:`base_token_terms` gives them), the positions its ``mask`` [N, T] row marks as
+    decision points, and, where ``terms`` has them, ``ref_logp``, the base's log-prob of each
+    completion token, with ``ref_key``, the :func:`reference_key` it was computed under."""
     out_rows = []
     for i, r in enumerate(kept):
         n = len(r["completion_ids"])
-        stored = (terms or {}).get((r["problem_id"], r["rollout"]), {})
+        stored = terms[(r["problem_id"], r["rollout"])]
         logp = {"ref_logp": stored["logp"], "ref_key": key} if "logp" in stored else {}
         out_rows.append(
             {
@@ -377,7 +374,7 @@ def selection_rows(
                 "advantage": r["advantage"],
                 "prompt_ids": r["prompt_ids"],
                 "completion_ids": r["completion_ids"],
-                "entropy": ent[(r["problem_id"], r["rollout"])],
+                "entropy": stored["entropy"],
                 "decision": mask[i, :n].nonzero().flatten().tolist(),
                 **logp,
             }
