@@ -1,5 +1,7 @@
-"""Per-stage memory accounting: the peak-RSS window and handing memory back."""
+"""Per-stage memory accounting: the peak-RSS window and handing memory back; what a result
+records about its machine."""
 
+import os
 import sys
 
 import pytest
@@ -35,3 +37,25 @@ def test_reset_starts_a_new_peak_window():
 def test_release_memory_runs_anywhere():
     release_memory()  # no torch import needed, no error without glibc
     assert peak_rss_mib() > 0
+
+
+def test_host_info_names_the_cpu_kind(monkeypatch, tmp_path):
+    """Results say which kind of CPU made them: its model name, the ISA torch dispatches to,
+    whether bf16 is native, and the CPUs this process may use."""
+    import torch
+
+    from reasonmaxxer import runinfo
+
+    host = runinfo.host_info()
+    assert host["cpu_isa"] == torch.backends.cpu.get_cpu_capability()
+    assert host["bf16_native"] in (True, False)
+    assert 1 <= host["cpus"] <= (os.cpu_count() or 1)
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Example CPU 9000 @ 3.0GHz\n")
+    real = runinfo.Path
+
+    def fake_path(p, *a):
+        return real(fake) if str(p) == "/proc/cpuinfo" else real(p, *a)
+
+    monkeypatch.setattr(runinfo, "Path", fake_path)
+    assert runinfo.cpu_model() == "Example CPU 9000 @ 3.0GHz"
