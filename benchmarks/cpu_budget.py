@@ -5,10 +5,23 @@ RSS is that stage's own), on the packaged default config:
 
     sample -> select -> train -> eval base -> eval adapter
 
-The *floor* of a stage is what a plain forward pass over that many tokens costs on these
-cores, measured here: the model in the stage's dtype, a batch of full sequences through the
-network (no cache, no sampling, no Python loop). ``of floor`` is the floor's time over the
-stage's own time: 100% would mean the stage spends nothing beyond the matmuls.
+The *floor* of a stage is the time its matrix multiplications need at the rate a plain
+forward pass reaches on this machine, measured here: the stage's FLOPs (from its token counts
+and the model's linear layers) over the GFLOP/s of a 16 x 128 forward with the LM head on
+every position, in the stage's dtype and at the thread count the stages ran with. ``of floor``
+is the floor's time over the stage's own: 100% would mean the stage spends nothing beyond
+the matmuls. What each stage computes, per token (``body`` = 2 x the parameters of every
+linear layer but the LM head, ``head`` = 2 x vocab x hidden):
+
+- sample, eval: each sequence's prompt through the body (head on its last position only),
+  then every generated token through body and head;
+- select: prompt + completion through the body, the head on completion positions;
+- train: 3 passes (forward, the checkpointed recompute, the backward to the activations;
+  the frozen weights take no gradient) of the body and of the head on completion positions,
+  plus one forward of each where train ran the reference model.
+
+Attention score FLOPs (under 5% at these lengths) and LoRA's own (under 3%) are left out, so
+the floor is a slight underestimate.
 
     python benchmarks/cpu_budget.py --work /tmp/budget --label before
     python benchmarks/cpu_budget.py --work /tmp/budget --label after --limit 100   # smaller
@@ -52,24 +65,56 @@ def run_stage(args: list[str], env: dict) -> dict:
     return {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "cpu_s": usage.ru_utime}
 
 
-def forward_floor(model_spec: str, dtype: str, autocast: bool, seq: int, batch: int) -> float:
-    """Tokens/s of a plain batched forward pass (``batch`` x ``seq`` tokens) on this machine."""
+def linear_flops(model) -> tuple[int, int]:
+    """``(body, head)``: FLOPs a token of every linear layer but the LM head, and of the head."""
     import torch
 
-    from reasonmaxxer.cli.util import set_threads
+    head = model.get_output_embeddings()
+    body = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not head
+    )
+    return 2 * body, 2 * head.weight.numel()
+
+
+def forward_rate(model_spec: str, dtype: str, autocast: bool, threads: int) -> dict:
+    """GFLOP/s of a plain 16 x 128 forward (LM head on every position) at ``threads``, and
+    the model's per-token ``body``/``head`` FLOPs."""
+    import torch
+
     from reasonmaxxer.devices import autocast as ac
     from reasonmaxxer.models import load_model
 
-    set_threads(None)  # the free cores, as the stages choose them
+    torch.set_num_threads(threads)
     model, _, _ = load_model(model_spec, dtype=dtype, device="cpu")
+    body, head = linear_flops(model)
+    batch, seq = 16, 128
     ids = torch.randint(0, model.config.vocab_size, (batch, seq))
     times = []
     with torch.inference_mode(), ac(model, enabled=autocast):
         for _ in range(4):
             start = time.perf_counter()
-            model(input_ids=ids, logits_to_keep=1)
+            model(input_ids=ids)
             times.append(time.perf_counter() - start)
-    return batch * seq / min(times[1:])
+    flops = batch * seq * (body + head)
+    return {"gflops": flops / min(times[1:]) / 1e9, "body": body, "head": head}
+
+
+def decode_flops(prompt_tokens: int, sequences: int, generated: int, body: int, head: int):
+    """Prefill every prompt (head on its last position), then each generated token."""
+    return prompt_tokens * body + sequences * head + generated * (body + head)
+
+
+def prompt_token_counts(run_dir: Path, rel: str) -> tuple[int, int]:
+    """``(prompt tokens, sequences)`` of an eval folder's samples.jsonl."""
+    from reasonmaxxer.models import load_tokenizer, resolve_model
+
+    cfg = json.loads((run_dir / rel / "results.json").read_text())["config"]["model"]
+    tok = load_tokenizer(resolve_model(cfg["model"])[1])
+    lines = (run_dir / rel / "samples.jsonl").read_text().splitlines()
+    prompts = [json.loads(line)["prompt"] for line in lines if line.strip()]
+    return sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts), len(prompts)
 
 
 def run_all(run_dir: Path, args) -> dict:
@@ -110,6 +155,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from reasonmaxxer.config import build_run_config
+    from reasonmaxxer.runinfo import host_info
 
     cfg = build_run_config(overrides={"model": {"model": args.model}})
     if args.from_run:
@@ -138,29 +184,39 @@ def main() -> None:
     for label, rel in eval_dirs.items():
         stages[label]["tokens"] = load(f"{rel}/results.json")["tokens_generated"]
 
-    gen_floor = forward_floor(args.model, cfg.model.gen_dtype, False, 128, 16)
-    fwd_floor = forward_floor(
-        args.model, cfg.model.dtype, cfg.train.autocast == "bfloat16", 128, 16
-    )
-    # train: policy forward + backward (~2 forwards) = ~3 forwards a token, plus the reference
-    # forward where train ran it (train.json "reference": "forward", or a run before it said)
-    passes = 3 if train.get("reference") == "stored" else 4
-    floors = {
-        "sample": gen_floor,
-        "select": fwd_floor,
-        "train": fwd_floor / passes,
-        "eval_base": gen_floor,
-        "eval_adapter": gen_floor,
+    threads = sample.get("provenance", {}).get("host", {}).get("torch_threads") or 1
+    gen = forward_rate(args.model, cfg.model.gen_dtype, False, threads)
+    fwd = forward_rate(args.model, cfg.model.dtype, cfg.train.autocast == "bfloat16", threads)
+    body, head = gen["body"], gen["head"]
+    rollouts = [json.loads(line) for line in (run_dir / "rollouts.jsonl").open() if line.strip()]
+    prompt_tok = sum(len(r["prompt_ids"]) for r in rollouts)
+    completion_tok = sum(len(r["completion_ids"]) for r in rows)
+    all_tok = stages["select"]["tokens"]
+    train_passes = 3 if train.get("reference") == "stored" else 4
+    train_tok = stages["train"]["tokens"]
+    flops = {
+        "sample": decode_flops(prompt_tok, len(rollouts), stages["sample"]["tokens"], body, head),
+        "select": all_tok * body + completion_tok * head,
+        "train": train_passes * train_tok * (body + head * completion_tok / all_tok),
     }
+    for label, rel in eval_dirs.items():
+        prompts, seqs = prompt_token_counts(run_dir, rel)
+        flops[label] = decode_flops(prompts, seqs, stages[label]["tokens"], body, head)
     for name, s in stages.items():
+        rate = fwd["gflops"] if name in ("select", "train") else gen["gflops"]
         s["tok_s"] = s["tokens"] / s["wall_s"]
-        s["floor_tok_s"] = floors[name]
-        s["of_floor"] = s["tok_s"] / floors[name]
+        s["gflop"] = flops[name] / 1e9
+        s["floor_s"] = s["gflop"] / rate
+        s["of_floor"] = s["floor_s"] / s["wall_s"]
     total = sum(s["wall_s"] for s in stages.values())
     record = {
         "label": args.label,
         "config": "packaged default" + (f", eval limit {args.limit}" if args.limit else ""),
         "cores": os.cpu_count(),
+        "threads": threads,
+        "host": host_info(),
+        "forward_gflops": {"generation": gen["gflops"], "train": fwd["gflops"]},
+        "flops_per_token": {"body": body, "head": head},
         "load_avg_1min_at_end": os.getloadavg()[0],
         "stages": stages,
         "total_wall_s": total,
@@ -171,15 +227,27 @@ def main() -> None:
         f"# CPU budget ({args.label}): {record['config']}, {record['cores']} cores, "
         f"load {record['load_avg_1min_at_end']:.1f} at the end",
         "",
-        "| stage | wall s | tokens | tok/s | floor tok/s | of floor | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        f"{record['host']['cpu']} ({record['host']['cpu_isa']}, bf16 native: "
+        f"{record['host']['bf16_native']}), {threads} thread(s). A plain forward runs at "
+        f"{gen['gflops']:.0f} GFLOP/s ({cfg.model.gen_dtype}) for generation, "
+        f"{fwd['gflops']:.0f} GFLOP/s for select and train; a token costs "
+        f"{body / 1e6:.0f} MFLOP in the body and {head / 1e6:.0f} MFLOP in the LM head.",
+        "",
+        "| stage | wall s | tokens | tok/s | GFLOP | floor s | of floor | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, s in stages.items():
         lines.append(
             f"| {name} | {s['wall_s']:.0f} | {s['tokens']:,} | {s['tok_s']:.0f} | "
-            f"{s['floor_tok_s']:.0f} | {100 * s['of_floor']:.0f}% | {s['peak_rss_mib']:.0f} |"
+            f"{s['gflop']:,.0f} | {s['floor_s']:.0f} | {100 * s['of_floor']:.0f}% | "
+            f"{s['peak_rss_mib']:.0f} |"
         )
-    lines.append(f"| **total** | **{total:.0f}** | | | | | **{record['peak_rss_mib']:.0f}** |")
+    floor = sum(s["floor_s"] for s in stages.values())
+    record["total_floor_s"] = floor
+    lines.append(
+        f"| **total** | **{total:.0f}** | | | | **{floor:.0f}** | {100 * floor / total:.0f}% | "
+        f"**{record['peak_rss_mib']:.0f}** |"
+    )
     text = "\n".join(lines) + "\n"
     (RESULTS / f"cpu_budget_{args.label}.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / f"cpu_budget_{args.label}.md").write_text(text)
