@@ -41,10 +41,11 @@ import yaml
 from reasonmaxxer.config import RunConfig, build_run_config, from_dict, merge, to_dict
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.eval.comparison import compare, load_correct
+from reasonmaxxer.eval.data import load_benchmark
 from reasonmaxxer.eval.evaluation import evaluate
 from reasonmaxxer.io import append_jsonl, atomic_write_text, iter_jsonl
 from reasonmaxxer.method.pipeline import check_disjoint
-from reasonmaxxer.method.sampling import sample
+from reasonmaxxer.method.sampling import sample, sampler_settings, settings_hash
 from reasonmaxxer.method.selection import select
 from reasonmaxxer.method.training import ADAPTER, train
 from reasonmaxxer.stats import format_p, holm, paired_bootstrap
@@ -60,6 +61,7 @@ def run_variant(name: str, cfg: RunConfig, out: Path, shared: Path) -> dict:
     c = to_dict(cfg)
     roll_dir = shared / f"rollouts-{_h([c['model'], c['prompt'], c['sample']])}"
     if not (roll_dir / "sample.json").is_file():
+        reuse_prefix(shared, roll_dir, cfg)
         sample(roll_dir, cfg)
     base_dir = shared / f"eval-base-{_h([c['model'], c['prompt'], c['eval']])}"
     if not (base_dir / "results.json").is_file():
@@ -163,6 +165,42 @@ def variant_dict(overrides: dict, base: dict) -> dict:
     except UserError as e:
         raise SystemExit(f"error: {e}") from None
     return merge(merge(packaged, base), overrides)
+
+
+def reuse_prefix(shared: Path, roll_dir: Path, cfg: RunConfig) -> bool:
+    """Fill ``roll_dir`` with the rollouts of a larger sampled set in ``shared`` whose problems
+    begin with this config's, when every other sampling setting is the same: a chunk's
+    rollouts depend only on its problems and its seed (the run seed and the chunk index), so
+    the first whole chunks of that set are what sampling these problems would produce. The
+    sample stage then resumes every chunk and samples nothing. Returns whether it did."""
+    want = sampler_settings(cfg)
+    data_keys = ("train", "train_data", "limit")
+
+    def rest(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k not in data_keys}
+
+    problems = load_benchmark(cfg.sample.train, limit=cfg.sample.limit)
+    if (roll_dir / "rollouts.jsonl").exists() or len(problems) % cfg.sample.chunk_problems:
+        return False
+    for src in sorted(shared.glob("rollouts-*/sample.json")):
+        have = json.loads(src.read_text())["settings"]
+        if rest(have) != rest(want):
+            continue
+        theirs = load_benchmark(have["train"], limit=have["limit"])
+        if theirs[: len(problems)] != problems or len(theirs) == len(problems):
+            continue
+        chunks = len(problems) // cfg.sample.chunk_problems
+        new_hash = settings_hash(want)
+        rows = [
+            {**r, "settings_hash": new_hash}
+            for r in iter_jsonl(src.parent / "rollouts.jsonl")
+            if r["chunk"] < chunks
+        ]
+        roll_dir.mkdir(parents=True, exist_ok=True)
+        append_jsonl(roll_dir / "rollouts.jsonl", rows)
+        print(f"rollouts of the first {chunks} chunks from {src.parent.name}", file=sys.stderr)
+        return True
+    return False
 
 
 def shared_dir(args, out: Path) -> Path:

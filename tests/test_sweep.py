@@ -97,3 +97,46 @@ def test_seeds_table_by_hand(sweep, tmp_path):
     pa, pb = (float(x.split("|")[7]) for x in lines[2:4])
     ha, hb = (float(x.split("|")[8]) for x in lines[2:4])
     assert (ha, hb) == pytest.approx(tuple(sweep.holm([pa, pb])), abs=2e-3)
+
+
+def _sample_cfg(model_dir, n: int, **kw):
+    s = {
+        "train": f"arith:level=1,n={n},split=train",
+        "k": 2,
+        "chunk_problems": 2,
+        "max_new_tokens": 6,
+        "batch_size": 4,
+        "seed": 3,
+        **kw,
+    }
+    return build_run_config(
+        overrides={"model": {"model": str(model_dir), "gen_dtype": "float32"}, "sample": s}
+    )
+
+
+def test_a_prefix_of_a_sampled_set_is_what_sampling_it_gives(
+    sweep, tmp_path, tiny_model_dir, cache_dir
+):
+    """4 problems sampled in chunks of 2; a variant sampling their first 2 takes chunk 0 of
+    them and samples nothing, and its rollouts are those of sampling the 2 problems afresh.
+    A variant whose other settings differ (k), or whose problems do not fill whole chunks,
+    takes nothing."""
+    from reasonmaxxer.io import iter_jsonl
+    from reasonmaxxer.method.sampling import sample
+
+    shared = tmp_path / "shared"
+    sample(shared / "rollouts-big", _sample_cfg(tiny_model_dir, 4))
+    small = _sample_cfg(tiny_model_dir, 2)
+    assert sweep.reuse_prefix(shared, shared / "rollouts-small", small)
+    summary = sample(shared / "rollouts-small", small)
+    assert summary["chunks"] == summary["chunks_resumed"] == 1
+    fresh = sample(tmp_path / "fresh", small)
+    assert fresh["chunks_resumed"] == 0
+
+    def rows(d):
+        return list(iter_jsonl(d / "rollouts.jsonl"))
+
+    assert rows(shared / "rollouts-small") == rows(tmp_path / "fresh")
+    assert len(rows(shared / "rollouts-big")) == 8 and len(rows(tmp_path / "fresh")) == 4
+    assert not sweep.reuse_prefix(shared, tmp_path / "k3", _sample_cfg(tiny_model_dir, 2, k=3))
+    assert not sweep.reuse_prefix(shared, tmp_path / "odd", _sample_cfg(tiny_model_dir, 3))
