@@ -119,6 +119,11 @@ def seeded(name: str, overrides: dict, base: dict, i: int) -> tuple[str, dict]:
     return f"{name}@{i}", out
 
 
+def _mean_sd(mean: float, sd: float | None) -> str:
+    """``53.3 ± 1.4%``; a single run has no spread to show: ``52.2% (1 run)``."""
+    return f"{100 * mean:.1f}% (1 run)" if sd is None else f"{100 * mean:.1f} ± {100 * sd:.1f}%"
+
+
 def seeds_table(rows: list[dict], out: Path) -> str:
     """Per variant over its seeded runs: pass@1 mean ± sd, the base, a paired bootstrap of the
     seed-averaged per-problem correctness against the base, and Holm over the variants. The
@@ -137,7 +142,7 @@ def seeds_table(rows: list[dict], out: Path) -> str:
         accs = [sum(c[k] for k in keys) / len(keys) for c in per_run]
         mean_new = [sum(c[k] for c in per_run) / len(per_run) for k in keys]
         test = paired_bootstrap([float(base[k]) for k in keys], mean_new, n_boot=N_BOOT)
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0  # n - 1 in the denominator
+        sd = statistics.stdev(accs) if len(accs) > 1 else None  # n - 1 in the denominator
         base_acc = statistics.mean(base[k] for k in keys)
         stats.append((name, len(runs), len(keys), base_acc, statistics.mean(accs), sd, test))
     adjusted = holm([t["p_value"] for *_, t in stats])
@@ -148,7 +153,7 @@ def seeds_table(rows: list[dict], out: Path) -> str:
     for (name, k, n, b, mean, sd, t), adj in zip(stats, adjusted, strict=True):
         lo, hi = t["ci95"]
         lines.append(
-            f"| {name} | {k} | {n} | {100 * b:.1f}% | {100 * mean:.1f} ± {100 * sd:.1f}% | "
+            f"| {name} | {k} | {n} | {100 * b:.1f}% | {_mean_sd(mean, sd)} | "
             f"{100 * t['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
             f"{format_p(t['p_value'], N_BOOT)} | {format_p(adj, N_BOOT)} |"
         )

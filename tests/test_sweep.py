@@ -85,6 +85,7 @@ def test_seeds_table_by_hand(sweep, tmp_path):
         "a@1": [T, T, T, F],  # 75%: per-problem means 1, 1, .5, .5 vs base 1, 0, 0, 1
         "b": [F, F, T, F],  # 25%
         "b@1": [T, F, F, T],  # 50%
+        "c": [T, T, T, T],  # one run: no spread
     }
     rows = [
         {"variant": n, "eval_dirs": {"base": base, "adapter": _eval_dir(tmp_path / n, c)}}
@@ -94,9 +95,10 @@ def test_seeds_table_by_hand(sweep, tmp_path):
     assert lines[2].startswith("| a | 2 | 4 | 50.0% | 75.0 ± 0.0% | +25.0 [")
     # b: mean 37.5, sd sqrt(2 * 0.125^2) = 17.7; per-problem means .5, 0, .5, .5 -> diff -12.5
     assert lines[3].startswith("| b | 2 | 4 | 50.0% | 37.5 ± 17.7% | -12.5 [")
-    pa, pb = (float(x.split("|")[7]) for x in lines[2:4])
-    ha, hb = (float(x.split("|")[8]) for x in lines[2:4])
-    assert (ha, hb) == pytest.approx(tuple(sweep.holm([pa, pb])), abs=2e-3)
+    assert lines[4].startswith("| c | 1 | 4 | 50.0% | 100.0% (1 run) | +50.0 [")
+    ps = [float(x.split("|")[7].replace("<", "")) for x in lines[2:5]]
+    hs = [float(x.split("|")[8].replace("<", "")) for x in lines[2:5]]
+    assert hs == pytest.approx(sweep.holm(ps), abs=2e-3)
 
 
 def _sample_cfg(model_dir, n: int, **kw):
