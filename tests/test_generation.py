@@ -406,3 +406,36 @@ def test_decode_stream_sampling_is_reproducible(tiny):
     a, b, c = run(1), run(1), run(2)
     assert a == b and a != c
     assert all(1 <= len(r) <= 10 and (len(r) == 10 or r[-1] == 5) for r in a)
+
+
+def test_a_repeated_prompt_is_prefilled_once_with_the_same_cache_and_logits(tiny):
+    """The K samples of a problem share one prefill: a batch [a, b, a, a] runs a and b once
+    (the forward sees 2 rows) and gives every row the cache, logits, mask and next position
+    that prefilling the four rows as they are gives."""
+    from reasonmaxxer.decoding import _prefill
+
+    model, tok = tiny
+    a, b = (tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS[:2])
+    assert len(a) != len(b)
+    rows_seen = []
+    handle = model.register_forward_pre_hook(
+        lambda m, args, kw: rows_seen.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    with torch.inference_mode():
+        try:
+            caches, logits, mask, pos = _prefill([model], [a, b, a, a], tok.pad_token_id)
+        finally:
+            handle.remove()
+        # each prompt alone, padded to the same width by hand: the reference for every row
+        ref = {}
+        for p in (a, b):
+            rc, rl, rm, rp = _prefill([model], [p, a if p is b else b], tok.pad_token_id)
+            ref[tuple(p)] = (rc[0], rl[0][0], rm[0], rp[0])
+    assert rows_seen == [2]
+    for i, p in enumerate([a, b, a, a]):
+        rc, rl, rm, rp = ref[tuple(p)]
+        torch.testing.assert_close(logits[0][i], rl)
+        assert torch.equal(mask[i], rm) and int(pos[i]) == int(rp) == len(p)
+        for layer, ref_layer in zip(caches[0].layers, rc.layers, strict=True):
+            torch.testing.assert_close(layer.keys[i], ref_layer.keys[0])
+            torch.testing.assert_close(layer.values[i], ref_layer.values[0])

@@ -108,12 +108,19 @@ class StepHook:
 def _prefill(networks: list, prompts: list[list[int]], pad_id: int):
     """Left-pad ``prompts`` and run them through every network, each with a fresh KV cache.
     Returns ``(caches, next-token logits [n, V] per network, attention mask [n, W], next
-    positions [n])``."""
+    positions [n])``.
+
+    A prompt that appears several times (the K samples of one problem) is run once and its
+    cache rows copied: prefilling a sampling chunk's 64 prompts took 14-21 s against 2 s for
+    its 8 distinct ones on one AVX2 core, a third of the chunk's decoding time.
+    """
+    import torch
     from transformers import DynamicCache
 
     from .engine import left_pad
 
-    ids, mask = left_pad(prompts, pad_id)
+    distinct = list(dict.fromkeys(map(tuple, prompts)))
+    ids, mask = left_pad([list(p) for p in distinct], pad_id)
     device = networks[0].device
     ids, mask = ids.to(device), mask.to(device)
     position = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -129,6 +136,13 @@ def _prefill(networks: list, prompts: list[list[int]], pad_id: int):
         ).logits[:, -1]
         for net, cache in zip(networks, caches, strict=True)
     ]
+    if len(distinct) < len(prompts):
+        row = {p: i for i, p in enumerate(distinct)}
+        rows = torch.tensor([row[tuple(p)] for p in prompts], dtype=torch.long, device=device)
+        for cache in caches:
+            cache.batch_select_indices(rows)
+        logits = [x[rows] for x in logits]
+        mask, position = mask[rows], position[rows]
     return caches, logits, mask, position[:, -1] + 1
 
 
