@@ -46,7 +46,7 @@ EXECUTION_FIELDS = {
         "enforce_eager",
         "kv_cache_gib",
     ),
-    "train": ("gradient_checkpointing",),
+    "train": ("gradient_checkpointing", "share_prefix"),
 }
 
 
@@ -284,6 +284,12 @@ class TrainConfig(WithLora, WithOptim):
         "recompute each layer's activations in the backward pass instead of keeping them: the "
         "same gradients; a default step's peak memory 3.1 -> 1.9 GiB above the model for ~10% "
         "more time",
+    )
+    share_prefix: bool = _f(
+        True,
+        "run the prompt tokens every row of a micro-batch shares (chat template, system "
+        "prompt) once instead of once a row: the same loss and gradients to float rounding, "
+        "for fewer tokens a step; off with kl_scope all",
     )
     lora_r: int = shared(LoraSpec, "lora_r")
     lora_alpha: int = shared(LoraSpec, "lora_alpha")

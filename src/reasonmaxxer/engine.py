@@ -31,7 +31,7 @@ def left_pad(seqs: list[list[int]], pad_id: int):
     return ids, mask
 
 
-def build_batch(rows: list[dict]):
+def build_batch(rows: list[dict], *, share_prefix: bool = False):
     """Left-padded inputs and target-aligned masks for a micro-batch.
 
     Left padding lines every completion up against the right edge, so the last ``T + 1``
@@ -41,10 +41,19 @@ def build_batch(rows: list[dict]):
     (prompt and padding positions carry no loss); ``advantages`` [B]; ``keep`` = T + 1; and,
     when every row carries ``ref_logp`` (π_ref's log-prob of each completion token, stored by
     ``select``), ``ref_logp`` [B, T] float32 aligned with ``targets`` (0 off the completion).
+
+    With ``share_prefix``, the prompt tokens every row begins with (the chat template and
+    system prompt; a whole prompt when the rows are one problem's samples) are split off as
+    ``prefix_ids`` [1, S], run once and shared (:func:`prefix_cache`): ``input_ids`` and
+    ``position_ids`` [B, L - S] then hold the rest of each row, left-padded, and
+    ``attention_mask`` [B, L] covers the prefix too. Every row keeps at least its last prompt
+    token, so ``targets`` and ``keep`` are those of the unshared batch.
     """
     import torch
 
-    ids, attn = left_pad([r["prompt_ids"] + r["completion_ids"] for r in rows], 0)
+    prefix = shared_prefix(rows) if share_prefix else 0
+    seqs = [(r["prompt_ids"] + r["completion_ids"])[prefix:] for r in rows]
+    ids, attn = left_pad(seqs, 0)
     width = ids.shape[1]
     t_max = max(len(r["completion_ids"]) for r in rows)
     completion = torch.zeros((len(rows), t_max), dtype=torch.bool)
@@ -64,6 +73,12 @@ def build_batch(rows: list[dict]):
         "advantages": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
         "keep": t_max + 1,
     }
+    if prefix:
+        batch["prefix_ids"] = torch.tensor([rows[0]["prompt_ids"][:prefix]], dtype=torch.long)
+        batch["position_ids"] = batch["position_ids"] + prefix
+        batch["attention_mask"] = torch.cat(
+            [attn.new_ones((len(rows), prefix)), batch["attention_mask"]], dim=1
+        )
     if all("ref_logp" in r for r in rows):
         ref_logp = torch.zeros((len(rows), t_max), dtype=torch.float32)
         for i, r in enumerate(rows):
@@ -73,18 +88,118 @@ def build_batch(rows: list[dict]):
     return batch
 
 
+def shared_prefix(rows: list[dict], min_tokens: int = 8) -> int:
+    """How many leading prompt tokens every row of ``rows`` shares, leaving each row at least
+    one prompt token; 0 for a single row or when fewer than ``min_tokens`` are shared."""
+    import os
+
+    if len(rows) < 2:
+        return 0
+    common = len(os.path.commonprefix([r["prompt_ids"] for r in rows]))
+    n = min(common, min(len(r["prompt_ids"]) for r in rows) - 1)
+    return n if n >= min_tokens else 0
+
+
+def shares_prefixes(model) -> bool:
+    """Whether :func:`prefix_cache` can serve ``model``: every layer full attention (no
+    sliding window, no recurrent state) and a transformers whose checkpointed layers can
+    keep a read-only cache (``_can_checkpoint_with_cache``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = base.config.get_text_config(decoder=True)
+    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
+        return False
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        return False
+    layers = getattr(base.get_decoder(), "layers", None)
+    return bool(layers) and all(hasattr(layer, "_can_checkpoint_with_cache") for layer in layers)
+
+
+def _prefix_layer(keys, values):
+    """One layer's keys and values of a shared prefix ``[1, heads, S, dim]`` as a cache layer
+    whose ``update`` returns them, widened to the batch, before the new positions' own and
+    stores nothing: the recompute of a checkpointed layer sees the same keys as its first
+    pass."""
+    from transformers.cache_utils import DynamicLayer
+
+    class PrefixLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            import torch
+
+            rows = key_states.shape[0]
+            k = torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2)
+            v = torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2)
+            return k, v
+
+    layer = PrefixLayer()
+    layer.keys, layer.values, layer.is_initialized = keys, values, True
+    layer.device = keys.device
+    return layer
+
+
+def prefix_cache(model, prefix_ids):
+    """Run ``prefix_ids`` [1, S] through ``model``'s decoder (with gradients where enabled:
+    the adapter's gradient flows back through the shared keys and values) and return a cache
+    that serves them to every row of the next call (:func:`_prefix_layer`)."""
+    from transformers import DynamicCache
+
+    from .decoding import cache_argument
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    cache = DynamicCache()
+    layers = decoder.layers
+    saved = [getattr(layer, "gradient_checkpointing", False) for layer in layers]
+    try:  # 1 x S tokens: nothing to save by checkpointing, and the cache must fill
+        for layer in layers:
+            layer.gradient_checkpointing = False
+        decoder(input_ids=prefix_ids, use_cache=True, **{cache_argument(decoder): cache})
+    finally:
+        for layer, was in zip(layers, saved, strict=True):
+            layer.gradient_checkpointing = was
+    cache.layers = [_prefix_layer(layer.keys, layer.values) for layer in cache.layers]
+    return cache
+
+
+def _decoder_inputs(model, batch: dict, callee) -> dict:
+    """The token inputs of ``callee`` (``model`` or its decoder) on ``model``'s device, with
+    the prefix cache where ``batch`` shares a prefix."""
+    from .decoding import cache_argument
+
+    device = model.device
+    kw = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}
+    if "prefix_ids" in batch:
+        kw[cache_argument(callee)] = prefix_cache(model, batch["prefix_ids"].to(device))
+    return kw
+
+
+class _keep_cache:
+    """Let checkpointed decoder layers keep the read-only prefix cache (transformers drops
+    a cache under checkpointing unless the layer says it only reads it)."""
+
+    def __init__(self, model, active: bool):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.layers = list(base.get_decoder().layers) if active else []
+
+    def __enter__(self):
+        for layer in self.layers:
+            layer._can_checkpoint_with_cache = True
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            del layer._can_checkpoint_with_cache  # back to the class's False
+
+
 def completion_logits(model, batch: dict):
     """Forward a :func:`build_batch` batch; returns logits ``[B, T, V]`` where
     ``logits[:, t]`` scores ``batch["targets"][:, t]``. Only the last ``T + 1`` positions go
     through the LM head."""
-    device = model.device
-    return model(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        position_ids=batch["position_ids"].to(device),
-        logits_to_keep=batch["keep"],
-        use_cache=False,  # one teacher-forced pass: a KV cache would only cost memory
-    ).logits[:, :-1]
+    shared = "prefix_ids" in batch
+    with _keep_cache(model, shared):
+        return model(
+            **_decoder_inputs(model, batch, model),
+            logits_to_keep=batch["keep"],
+            use_cache=False,  # one teacher-forced pass: a KV cache would only cost memory
+        ).logits[:, :-1]
 
 
 def completion_hidden(model, batch: dict):
@@ -92,13 +207,10 @@ def completion_hidden(model, batch: dict):
     ``batch["targets"]``: ``head(completion_hidden(m, b))`` is ``completion_logits(m, b)``
     for a model whose logits are its plain LM head (see :func:`plain_head`)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    device = model.device
-    out = base.get_decoder()(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        position_ids=batch["position_ids"].to(device),
-        use_cache=False,
-    )
+    decoder = base.get_decoder()
+    kw = _decoder_inputs(model, batch, decoder)
+    with _keep_cache(model, "prefix_ids" in batch):
+        out = decoder(**kw, use_cache=False)
     return out.last_hidden_state[:, -batch["keep"] : -1]
 
 
@@ -121,7 +233,7 @@ def plain_head(model, batch: dict):
 
 def _first_row(batch: dict) -> dict:
     keys = ("input_ids", "attention_mask", "position_ids")
-    return {k: batch[k][:1] for k in keys}
+    return {k: batch[k][:1] for k in keys} | {k: batch[k] for k in ("prefix_ids",) if k in batch}
 
 
 def _head_reproduces_logits(model, row: dict) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..blocks import LoraSpec
 from ..config import RunConfig, identity, to_dict
-from ..engine import build_batch
+from ..engine import build_batch, shares_prefixes
 from ..errors import UserError
 from ..io import atomic_dir, atomic_write_json
 from ..optim import batch_order, optimize, remove_checkpoint
@@ -456,11 +456,20 @@ def _optimize_policy(run_dir: Path, cfg: RunConfig, model, ref, opt, rows, rng, 
     """:func:`optimize` with :func:`step_loss` and the ``train`` settings; ``hooks`` holds
     ``save_every``, ``on_save``, ``dist`` and ``tracker``. Returns ``(steps, resumed_from)``."""
     t = cfg.train
+    # the prompt tokens a micro-batch's rows share run once (engine.build_batch); not with
+    # kl_scope "all", whose KL covers the prompt positions too
+    share = (
+        t.share_prefix
+        and t.kl_scope != "all"
+        and all(shares_prefixes(m) for m in (model, ref) if m is not None)
+    )
     steps, start, _ = optimize(
         model,
         opt,
         rows,
-        micro_loss=lambda micro: step_loss(model, build_batch(micro), cfg, ref_model=ref),
+        micro_loss=lambda micro: step_loss(
+            model, build_batch(micro, share_prefix=share), cfg, ref_model=ref
+        ),
         batch_size=t.batch_size,
         **t.optim.loop_kwargs(),
         rng=rng,
