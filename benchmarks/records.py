@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def add_record_args(ap: argparse.ArgumentParser, out: Path) -> None:
-    ap.add_argument("--out", default=str(out))
+def add_record_args(ap: argparse.ArgumentParser, out: Path | None) -> None:
+    ap.add_argument("--out", default=None if out is None else str(out))
     ap.add_argument("--notes", help="a markdown file: the reading, kept in the record")
     ap.add_argument("--redraw", action="store_true", help="only re-render --out (with --notes)")
 

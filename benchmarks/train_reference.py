@@ -15,7 +15,14 @@ on the same rows with them removed. Each cell: wall, user + system CPU seconds, 
 path's log-ratio is exactly 0 and the stored path's is the stored log-probs' offset from the
 ones train's own batches give (bf16 autocast depends on the padding).
 
-Writes ``benchmarks/results/train_reference.json`` and ``.md``; prints the table.
+``--compare prefix`` times, on the stored path, steps that run the prompt tokens a
+micro-batch shares once (``train.share_prefix``, the default) against steps that run them
+once a row (``--no-share-prefix``):
+
+    python benchmarks/train_reference.py --compare prefix --run runs/default --steps 8
+
+Writes ``benchmarks/results/train_reference.json`` (``train_prefix.json`` with ``--compare
+prefix``) and ``.md``; prints the table.
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ from reasonmaxxer.io import iter_jsonl
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUN_FILES = ("config.yaml", "sample.json", "rollouts.jsonl")
+# per comparison: (the new cell, the old cell); every prefix cell takes the stored path
+MODES = {"reference": ("stored", "forward"), "prefix": ("shared", "unshared")}
+TITLES = {
+    "reference": "Train: stored π_ref log-probs against a reference forward each step",
+    "prefix": "Train: the shared prompt prefix run once against once a row (stored path)",
+}
 
 
 def prepare(run: Path, threads: int, env: dict[str, str]) -> tuple[Path, dict]:
@@ -63,9 +76,12 @@ def train_cell(base: Path, mode: str, args, env: dict[str, str]) -> dict:
         (work / "selection.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         cmd = [sys.executable, "-m", "reasonmaxxer", "train", str(work)]
         cmd += ["--max-steps", str(args.steps), "--threads", str(args.threads)]
+        if mode == "unshared":
+            cmd.append("--no-share-prefix")
         cell = measure(cmd, env)
         summary = json.loads((work / "train.json").read_text())
-        if summary["reference"] != mode:
+        path = mode if args.compare == "reference" else "stored"
+        if summary["reference"] != path:
             raise SystemExit(f"error: a {mode} cell ran the {summary['reference']} path")
         log = list(iter_jsonl(work / "train_log.jsonl"))
         cell["loss"] = [r["train/loss"] for r in log]
@@ -92,16 +108,17 @@ def adapter_gap(a: dict, b: dict) -> tuple[float, float]:
     return gap, size
 
 
-def compare_pairs(cells: list[dict], adapters: dict) -> list[dict]:
-    """Per pair: CPU and wall ratios stored / forward, the largest per-step loss gap and the
-    largest adapter entry gap (with the largest entry, for scale)."""
+def compare_pairs(cells: list[dict], adapters: dict, modes=MODES["reference"]) -> list[dict]:
+    """Per pair: CPU and wall ratios new / old (``modes``), the largest per-step loss gap and
+    the largest adapter entry gap (with the largest entry, for scale)."""
+    new, old = modes
     out = []
     for p in sorted({c["pair"] for c in cells}):
         by = {c["mode"]: c for c in cells if c["pair"] == p}
         if len(by) < 2:
             continue
-        s, f = by["stored"], by["forward"]
-        gap, size = adapter_gap(adapters[p, "stored"], adapters[p, "forward"])
+        s, f = by[new], by[old]
+        gap, size = adapter_gap(adapters[p, new], adapters[p, old])
         out.append(
             {
                 "pair": p,
@@ -117,8 +134,10 @@ def compare_pairs(cells: list[dict], adapters: dict) -> list[dict]:
 
 def markdown(record: dict) -> str:
     cells = record["cells"]
+    compare = record.get("compare", "reference")
+    new, old = MODES[compare]
     lines = [
-        "# Train: stored π_ref log-probs against a reference forward each step",
+        f"# {TITLES[compare]}",
         "",
         f"`{record['command']}`",
         "",
@@ -139,7 +158,7 @@ def markdown(record: dict) -> str:
         )
     lines += [
         "",
-        "| pair | CPU s stored / forward | wall s stored / forward | largest loss gap | "
+        f"| pair | CPU s {new} / {old} | wall s {new} / {old} | largest loss gap | "
         "largest adapter gap (largest entry) |",
         "|---|---:|---:|---:|---|",
     ]
@@ -159,8 +178,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    add_record_args(ap, RESULTS / "train_reference.json")
+    ap.add_argument("--compare", choices=sorted(MODES), default="reference")
+    add_record_args(ap, None)
     args = ap.parse_args()
+    if args.out is None:
+        name = "train_reference" if args.compare == "reference" else "train_prefix"
+        args.out = str(RESULTS / f"{name}.json")
     out = Path(args.out)
     if redraw(args, markdown):
         return
@@ -178,6 +201,7 @@ def main() -> None:
         "run": run.name,
         "steps": args.steps,
         "threads": args.threads,
+        "compare": args.compare,
         "load_start": os.getloadavg()[0],
         "cells": [],
     }
@@ -186,7 +210,8 @@ def main() -> None:
     try:
         for pair in range(1, args.pairs + 1):
             # alternate which path goes first, so a change in load hits both alike
-            modes = ("stored", "forward") if pair % 2 else ("forward", "stored")
+            new, old = MODES[args.compare]
+            modes = (new, old) if pair % 2 else (old, new)
             for mode in modes:
                 cell = {"pair": pair, "mode": mode, **train_cell(base, mode, args, env)}
                 adapters[pair, mode] = cell.pop("adapter")
@@ -196,7 +221,7 @@ def main() -> None:
                 out.write_text(json.dumps(record, indent=1) + "\n")  # kept if a later cell fails
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    record["pairs"] = compare_pairs(record["cells"], adapters)
+    record["pairs"] = compare_pairs(record["cells"], adapters, MODES[args.compare])
     out.write_text(json.dumps(record, indent=1) + "\n")
     text = markdown(record)
     out.with_suffix(".md").write_text(text)
