@@ -439,3 +439,57 @@ def test_a_repeated_prompt_is_prefilled_once_with_the_same_cache_and_logits(tiny
         for layer, ref_layer in zip(caches[0].layers, rc.layers, strict=True):
             torch.testing.assert_close(layer.keys[i], ref_layer.keys[0])
             torch.testing.assert_close(layer.values[i], ref_layer.values[0])
+
+
+def test_prompts_with_a_common_start_prefill_it_once_and_decode_as_each_alone(tiny):
+    """Prompts that begin with the same system prompt: the prefill runs those tokens once
+    (a 1-row call, then the rest of each row), the next-token logits match each prompt
+    prefilled alone, and greedy decoding with refills gives each prompt's tokens alone."""
+    from reasonmaxxer.decoding import _prefill, decode_stream
+
+    model, tok = tiny
+    system = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+    prompts = [tok(system + p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    prompts.sort(key=len, reverse=True)
+    calls = []
+    handle = model.register_forward_pre_hook(
+        lambda m, args, kw: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    with torch.inference_mode():
+        try:
+            _, logits, _, pos = _prefill([model], prompts, tok.pad_token_id)
+        finally:
+            handle.remove()
+        n_system = len(tok(system, add_special_tokens=False)["input_ids"])
+        assert calls[0] == (1, n_system)  # the shared start, once
+        assert calls[1][0] == len(prompts) and calls[1][1] < max(map(len, prompts))
+        assert pos.tolist() == [len(p) for p in prompts]
+        for i, p in enumerate(prompts):
+            alone = _prefill([model], [p], tok.pad_token_id)[1][0][0]
+            torch.testing.assert_close(logits[0][i], alone, atol=1e-5, rtol=0)
+        n = 12
+        free = decode_stream(model, prompts, tok.pad_token_id, _greedy(n), [-1], None, batch_size=1)
+        firsts = {}  # an "end" token that ends rows at different steps, so slots are refilled
+        for row in free:
+            for t, x in enumerate(row):
+                firsts.setdefault(x, set()).add(t)
+        end = max(firsts, key=lambda x: (len(firsts[x]), -min(firsts[x])))
+        each = [
+            decode_stream(model, [p], tok.pad_token_id, _greedy(n), [end], None, batch_size=1)[0]
+            for p in prompts
+        ]
+        calls.clear()
+        handle = model.register_forward_pre_hook(
+            lambda m, args, kw: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+        )
+        try:
+            together = decode_stream(
+                model, prompts, tok.pad_token_id, _greedy(n), [end], None, batch_size=2
+            )
+        finally:
+            handle.remove()
+    assert together == each
+    assert len({len(r) for r in each}) > 1  # rows ended at different steps
+    # prompts were spliced into the running batch (a prefill after the first), their caches
+    # left-padded beside rows whose caches hold [shared start | padding | rest]
+    assert sum(1 for c in calls if c[1] > 1) > 2
