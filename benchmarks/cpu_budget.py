@@ -13,12 +13,17 @@ is the floor's time over the stage's own: 100% would mean the stage spends nothi
 the matmuls. What each stage computes, per token (``body`` = 2 x the parameters of every
 linear layer but the LM head, ``head`` = 2 x vocab x hidden):
 
-- sample, eval: each sequence's prompt through the body (head on its last position only),
-  then every generated token through body and head;
+- sample, eval: each distinct prompt through the body once (the K samples of a problem share
+  its prefill; head on its last position only), then every generated token through body and
+  head;
 - select: prompt + completion through the body, the head on completion positions;
 - train: 3 passes (forward, the checkpointed recompute, the backward to the activations;
   the frozen weights take no gradient) of the body and of the head on completion positions,
   plus one forward of each where train ran the reference model.
+
+Select and train count every row's prompt in full, as a run before shared prefixes ran them
+(``engine.build_batch(share_prefix=True)`` runs the tokens a batch's rows share once: ~0.77x
+the tokens on the default selection), so from then on they can pass 100%.
 
 Attention score FLOPs (under 5% at these lengths) and LoRA's own (under 3%) are left out, so
 the floor is a slight underestimate.
@@ -101,20 +106,31 @@ def forward_rate(model_spec: str, dtype: str, autocast: bool, threads: int) -> d
     return {"gflops": flops / min(times[1:]) / 1e9, "body": body, "head": head}
 
 
+def stage_threads(run_dir: Path, eval_rel: str) -> int:
+    """The torch threads the stages ran with: the run's manifest, else its base eval's."""
+    for path in (run_dir / "manifest.json", run_dir / eval_rel / "results.json"):
+        if path.is_file():
+            host = json.loads(path.read_text()).get("provenance", {}).get("host", {})
+            if host.get("torch_threads"):
+                return int(host["torch_threads"])
+    raise SystemExit(f"error: {run_dir}: no manifest or eval results naming the threads used")
+
+
 def decode_flops(prompt_tokens: int, sequences: int, generated: int, body: int, head: int):
     """Prefill every prompt (head on its last position), then each generated token."""
     return prompt_tokens * body + sequences * head + generated * (body + head)
 
 
 def prompt_token_counts(run_dir: Path, rel: str) -> tuple[int, int]:
-    """``(prompt tokens, sequences)`` of an eval folder's samples.jsonl."""
+    """``(tokens of its distinct prompts, sequences)`` of an eval folder's samples.jsonl."""
     from reasonmaxxer.models import load_tokenizer, resolve_model
 
     cfg = json.loads((run_dir / rel / "results.json").read_text())["config"]["model"]
     tok = load_tokenizer(resolve_model(cfg["model"])[1])
     lines = (run_dir / rel / "samples.jsonl").read_text().splitlines()
     prompts = [json.loads(line)["prompt"] for line in lines if line.strip()]
-    return sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts), len(prompts)
+    tokens = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in set(prompts))
+    return tokens, len(prompts)
 
 
 def run_all(run_dir: Path, args) -> dict:
@@ -184,12 +200,13 @@ def main() -> None:
     for label, rel in eval_dirs.items():
         stages[label]["tokens"] = load(f"{rel}/results.json")["tokens_generated"]
 
-    threads = sample.get("provenance", {}).get("host", {}).get("torch_threads") or 1
+    threads = stage_threads(run_dir, eval_dirs["eval_base"])
     gen = forward_rate(args.model, cfg.model.gen_dtype, False, threads)
     fwd = forward_rate(args.model, cfg.model.dtype, cfg.train.autocast == "bfloat16", threads)
     body, head = gen["body"], gen["head"]
     rollouts = [json.loads(line) for line in (run_dir / "rollouts.jsonl").open() if line.strip()]
-    prompt_tok = sum(len(r["prompt_ids"]) for r in rollouts)
+    # the K samples of a prompt need one prefill (decoding runs each distinct prompt once)
+    prompt_tok = sum(len(p) for p in {tuple(r["prompt_ids"]) for r in rollouts})
     completion_tok = sum(len(r["completion_ids"]) for r in rows)
     all_tok = stages["select"]["tokens"]
     train_passes = 3 if train.get("reference") == "stored" else 4
