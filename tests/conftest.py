@@ -181,3 +181,38 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark_script(name: str):
+    """A ``benchmarks/NAME.py`` script as a module, imported as ``python benchmarks/NAME.py``
+    runs it: with its own folder first on ``sys.path`` (for its sibling imports)."""
+    import importlib.util
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(BENCHMARKS))
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def sample_config(model_dir, **sample_kw):
+    """A run config that samples a few ``arith`` level-1 problems with ``model_dir``: K 2,
+    chunks of 2 problems, 4 new tokens, seed 3; ``sample_kw`` overrides."""
+    from reasonmaxxer.config import build_run_config
+
+    s = {
+        "train": "arith:level=1,n=4,split=train",
+        "k": 2,
+        "chunk_problems": 2,
+        "max_new_tokens": 4,
+        "batch_size": 4,
+        "seed": 3,
+        **sample_kw,
+    }
+    return build_run_config(
+        overrides={"model": {"model": str(model_dir), "gen_dtype": "float32"}, "sample": s}
+    )

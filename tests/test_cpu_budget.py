@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-from conftest import build_model, build_tokenizer
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_budget.py"
+from conftest import build_model, build_tokenizer, load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def budget():
-    spec = importlib.util.spec_from_file_location("cpu_budget", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark_script("cpu_budget")
 
 
 def test_linear_flops_count_every_projection_and_the_head_apart(budget):

@@ -11,9 +11,8 @@ import sys
 import time
 
 import pytest
-from conftest import cli_env, run_cli
+from conftest import cli_env, run_cli, sample_config
 
-from reasonmaxxer.config import build_run_config
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.io import iter_jsonl
 from reasonmaxxer.method.sampling import ROLLOUTS, chunk_seed, sample
@@ -102,19 +101,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir,
 # --------------------------------------------------------------------------- in-process
 
 
-def _cfg(model_dir, **sample_kw):
-    s = {
-        "train": "arith:level=1,n=4,split=train",
-        "k": 2,
-        "chunk_problems": 2,
-        "max_new_tokens": 4,
-        "batch_size": 4,
-        "seed": 3,
-        **sample_kw,
-    }
-    return build_run_config(
-        overrides={"model": {"model": str(model_dir), "gen_dtype": "float32"}, "sample": s}
-    )
+_cfg = sample_config
 
 
 @pytest.fixture

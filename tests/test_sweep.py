@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark_script, sample_config
 
 from reasonmaxxer.config import build_run_config, to_dict
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sweep.py"
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("sweep", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark_script("sweep")
 
 
 def test_a_variant_without_a_preset_is_the_default_plus_base_plus_overrides(sweep):
@@ -102,17 +97,8 @@ def test_seeds_table_by_hand(sweep, tmp_path):
 
 
 def _sample_cfg(model_dir, n: int, **kw):
-    s = {
-        "train": f"arith:level=1,n={n},split=train",
-        "k": 2,
-        "chunk_problems": 2,
-        "max_new_tokens": 6,
-        "batch_size": 4,
-        "seed": 3,
-        **kw,
-    }
-    return build_run_config(
-        overrides={"model": {"model": str(model_dir), "gen_dtype": "float32"}, "sample": s}
+    return sample_config(
+        model_dir, train=f"arith:level=1,n={n},split=train", max_new_tokens=6, **kw
     )
 
 

@@ -3,27 +3,20 @@ the race to GRPO's final accuracy and the table, on hand-made run folders."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_grpo.py"
 BENCH = "toy-eval"
 KEY = f"eval/{BENCH}/pass@1"
 
 
 @pytest.fixture(scope="module")
 def vs():
-    # as `python benchmarks/vs_grpo.py` does: the script's folder first, for vs_grpo_race
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(SCRIPT.parent))
-        spec = importlib.util.spec_from_file_location("vs_grpo", SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark_script("vs_grpo")
 
 
 @pytest.fixture(scope="module")
