@@ -21,9 +21,10 @@ linear layer but the LM head, ``head`` = 2 x vocab x hidden):
   the frozen weights take no gradient) of the body and of the head on completion positions,
   plus one forward of each where train ran the reference model.
 
-Select and train count every row's prompt in full, as a run before shared prefixes ran them
-(``engine.build_batch(share_prefix=True)`` runs the tokens a batch's rows share once: ~0.77x
-the tokens on the default selection), so from then on they can pass 100%.
+Train counts every row's prompt in full, as a run before shared prefixes ran them
+(``engine.build_batch(share_prefix=True)`` runs the tokens a micro-batch's rows share once:
+~0.77x the tokens on the default selection), so from then on it can pass 100% (select shared
+them at d731fd2 only).
 
 Attention score FLOPs (under 5% at these lengths) and LoRA's own (under 3%) are left out, so
 the floor is a slight underestimate.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .engine import cache_argument
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -171,15 +173,6 @@ def _shared_prefill(networks: list, prompts: list[list[int]], pad_id: int, prefi
         )
         logits.append(out.logits[:, -1])
     return caches, logits, mask, position
-
-
-def cache_argument(net) -> str:
-    """The name of the forward's KV-cache argument: ``cache`` in newer transformers (which
-    warn that ``past_key_values`` goes away in 5.40), ``past_key_values`` before."""
-    import inspect
-
-    base = net.get_base_model() if hasattr(net, "get_base_model") else net
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _plain_layers(cache) -> bool:

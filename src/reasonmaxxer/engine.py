@@ -88,6 +88,15 @@ def build_batch(rows: list[dict], *, share_prefix: bool = False):
     return batch
 
 
+def cache_argument(net) -> str:
+    """The name of the forward's KV-cache argument: ``cache`` in newer transformers (which
+    warn that ``past_key_values`` goes away in 5.40), ``past_key_values`` before."""
+    import inspect
+
+    base = net.get_base_model() if hasattr(net, "get_base_model") else net
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def shared_prefix(rows: list[dict], min_tokens: int = 8) -> int:
     """How many leading prompt tokens every row of ``rows`` shares, leaving each row at least
     one prompt token; 0 for a single row or when fewer than ``min_tokens`` are shared."""
@@ -142,8 +151,6 @@ def prefix_cache(model, prefix_ids):
     that serves them to every row of the next call (:func:`_prefix_layer`)."""
     from transformers import DynamicCache
 
-    from .decoding import cache_argument
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.get_decoder()
     cache = DynamicCache()
@@ -163,8 +170,6 @@ def prefix_cache(model, prefix_ids):
 def _decoder_inputs(model, batch: dict, callee) -> dict:
     """The token inputs of ``callee`` (``model`` or its decoder) on ``model``'s device, with
     the prefix cache where ``batch`` shares a prefix."""
-    from .decoding import cache_argument
-
     device = model.device
     kw = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "position_ids")}
     if "prefix_ids" in batch:

@@ -149,16 +149,16 @@ def entropy_rows(model, batch: list[dict], precision: str, key: str) -> list[dic
     import torch
 
     from ..devices import autocast, bf16_autocast_on
-    from ..engine import build_batch, logit_source, shares_prefixes
+    from ..engine import build_batch, logit_source
     from .losses import entropy_from_logits, selective_log_softmax
 
     with torch.inference_mode():
         # Left padding: the last T + 1 logits cover every completion token, so the LM head
-        # never runs over prompt positions; the prompt tokens all rows share run once.
-        x = build_batch(
-            [{**r, "decision": [], "advantage": 0.0} for r in batch],
-            share_prefix=shares_prefixes(model),
-        )
+        # never runs over prompt positions. The prompt tokens the rows share are not split
+        # off (build_batch's share_prefix): that pass's values moved in the 5th decimal
+        # between a single process and Ray workers scoring the same batch, and these rows
+        # must be the same whichever process scores it.
+        x = build_batch([{**r, "decision": [], "advantage": 0.0} for r in batch])
         on = bf16_autocast_on(precision, model)
         with autocast(model, enabled=on):
             hidden, head = logit_source(model, x)  # [B, T, H] and the LM head
