@@ -203,7 +203,13 @@ def main() -> None:
 
     threads = stage_threads(run_dir, eval_dirs["eval_base"])
     gen = forward_rate(args.model, cfg.model.gen_dtype, False, threads)
-    fwd = forward_rate(args.model, cfg.model.dtype, cfg.train.autocast == "bfloat16", threads)
+    fwd_precision = (cfg.model.dtype, cfg.train.autocast == "bfloat16")
+    # one measurement where generation and training run the same precision (float32 here)
+    fwd = (
+        gen
+        if fwd_precision == (cfg.model.gen_dtype, False)
+        else forward_rate(args.model, *fwd_precision, threads)
+    )
     body, head = gen["body"], gen["head"]
     rollouts = [json.loads(line) for line in (run_dir / "rollouts.jsonl").open() if line.strip()]
     # the K samples of a prompt need one prefill (decoding runs each distinct prompt once)
@@ -232,7 +238,8 @@ def main() -> None:
         "config": "packaged default" + (f", eval limit {args.limit}" if args.limit else ""),
         "cores": os.cpu_count(),
         "threads": threads,
-        "host": host_info(),
+        # the machine, without this command's argv (which names local run folders)
+        "host": {k: v for k, v in host_info().items() if k != "argv"},
         "forward_gflops": {"generation": gen["gflops"], "train": fwd["gflops"]},
         "flops_per_token": {"body": body, "head": head},
         "load_avg_1min_at_end": os.getloadavg()[0],

@@ -43,12 +43,12 @@ def _rows(tok) -> list[dict]:
 
 
 def test_shared_prefix_by_hand():
-    p = [{"prompt_ids": list(range(20)) + [99], "completion_ids": [1]}]
-    q = [{"prompt_ids": list(range(12)) + [7, 7], "completion_ids": [2, 3]}]
+    p = [list(range(20)) + [99]]
+    q = [list(range(12)) + [7, 7]]
     assert shared_prefix(p + q) == 12  # the common run 0..11
     assert shared_prefix(p + p) == 20  # the whole prompt but its last token
     assert shared_prefix(p) == 0  # one row: nothing to share
-    short = [{"prompt_ids": list(range(5)) + [8], "completion_ids": [1]}]
+    short = [list(range(5)) + [8]]
     assert shared_prefix(p + short) == 0  # 5 < 8 tokens: not worth a second call
 
 

@@ -126,7 +126,7 @@ def _prefill(networks: list, prompts: list[list[int]], pad_id: int):
     device = networks[0].device
     prefix = 0
     if all(shares_prefixes(net) for net in networks):
-        prefix = shared_prefix([{"prompt_ids": p} for p in distinct])
+        prefix = shared_prefix(distinct)
     caches, logits, mask, position = _shared_prefill(networks, distinct, pad_id, prefix, device)
     if len(distinct) < len(prompts):
         row = {tuple(p): i for i, p in enumerate(distinct)}

@@ -51,7 +51,7 @@ def build_batch(rows: list[dict], *, share_prefix: bool = False):
     """
     import torch
 
-    prefix = shared_prefix(rows) if share_prefix else 0
+    prefix = shared_prefix([r["prompt_ids"] for r in rows]) if share_prefix else 0
     seqs = [(r["prompt_ids"] + r["completion_ids"])[prefix:] for r in rows]
     ids, attn = left_pad(seqs, 0)
     width = ids.shape[1]
@@ -97,16 +97,21 @@ def cache_argument(net) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def shared_prefix(rows: list[dict], min_tokens: int = 8) -> int:
-    """How many leading prompt tokens every row of ``rows`` shares, leaving each row at least
-    one prompt token; 0 for a single row or when fewer than ``min_tokens`` are shared."""
+def shared_prefix(prompts: list[list[int]], min_tokens: int = 8) -> int:
+    """How many leading tokens every prompt of ``prompts`` shares, leaving each at least one
+    token of its own; 0 for a single prompt or when fewer than ``min_tokens`` are shared."""
     import os
 
-    if len(rows) < 2:
+    if len(prompts) < 2:
         return 0
-    common = len(os.path.commonprefix([r["prompt_ids"] for r in rows]))
-    n = min(common, min(len(r["prompt_ids"]) for r in rows) - 1)
+    n = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
     return n if n >= min_tokens else 0
+
+
+def _decoder(model):
+    """The backbone of ``model`` (under a PEFT wrapper, the base model's)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()
 
 
 def shares_prefixes(model) -> bool:
@@ -119,7 +124,7 @@ def shares_prefixes(model) -> bool:
         return False
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
         return False
-    layers = getattr(base.get_decoder(), "layers", None)
+    layers = getattr(_decoder(model), "layers", None)
     return bool(layers) and all(hasattr(layer, "_can_checkpoint_with_cache") for layer in layers)
 
 
@@ -151,8 +156,7 @@ def prefix_cache(model, prefix_ids):
     that serves them to every row of the next call (:func:`_prefix_layer`)."""
     from transformers import DynamicCache
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder()
+    decoder = _decoder(model)
     cache = DynamicCache()
     layers = decoder.layers
     saved = [getattr(layer, "gradient_checkpointing", False) for layer in layers]
@@ -182,8 +186,7 @@ class _keep_cache:
     a cache under checkpointing unless the layer says it only reads it)."""
 
     def __init__(self, model, active: bool):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.layers = list(base.get_decoder().layers) if active else []
+        self.layers = list(_decoder(model).layers) if active else []
 
     def __enter__(self):
         for layer in self.layers:
@@ -211,8 +214,7 @@ def completion_hidden(model, batch: dict):
     """The backbone's last hidden states ``[B, T, H]`` at the positions whose logits score
     ``batch["targets"]``: ``head(completion_hidden(m, b))`` is ``completion_logits(m, b)``
     for a model whose logits are its plain LM head (see :func:`plain_head`)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder()
+    decoder = _decoder(model)
     kw = _decoder_inputs(model, batch, decoder)
     with _keep_cache(model, "prefix_ids" in batch):
         out = decoder(**kw, use_cache=False)
