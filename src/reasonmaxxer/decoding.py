@@ -113,8 +113,9 @@ def _prefill(networks: list, prompts: list[list[int]], pad_id: int):
     positions [n])``.
 
     A prompt that appears several times (the K samples of one problem) is run once and its
-    cache rows copied: prefilling a sampling chunk's 64 prompts took 14-21 s against 2 s for
-    its 8 distinct ones on one AVX2 core, a third of the chunk's decoding time. The tokens
+    cache rows copied: prefilling a sampling chunk's 64 prompts took 15.0 CPU s against 1.9 for
+    its 8 distinct ones on one AVX2 core (``benchmarks/results/prefill.md``), a third of the
+    chunk's decoding time. The tokens
     every distinct prompt begins with (chat template, system prompt) are run once too, and
     their keys and values copied to every row (:func:`_shared_prefill`).
     """
