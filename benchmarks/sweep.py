@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from reasonmaxxer import allocator
 from reasonmaxxer.config import RunConfig, build_run_config, from_dict, merge, to_dict
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.eval.comparison import compare, load_correct
@@ -254,6 +255,12 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    # on mimalloc, as the reasonmaxxer command runs (torch is not imported yet): two float32
+    # sampling sweeps under glibc showed a third of the machine's CPU time in the kernel (top)
+    allocator.reexec([sys.executable, *sys.argv])
+    allocator.restore_environ()
+    from reasonmaxxer.cli.util import set_threads  # imports torch: after the re-exec
+
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -302,6 +309,9 @@ def main() -> None:
                 continue
             cfg = from_dict(RunConfig, variant_dict(overrides, spec.get("base") or {}))
             check_disjoint(cfg)
+            # model.threads as `reasonmaxxer run` takes it (None: the cores free right now);
+            # two sweeps on 2 cores at torch's default 2 threads each sampled ~3x slower
+            set_threads(cfg.model.threads)
             print(f"=== variant {name}: {json.dumps(overrides)}", file=sys.stderr, flush=True)
             row = run_variant(name, cfg, out, shared_dir(args, out))
             row["overrides"] = overrides

@@ -128,3 +128,35 @@ def test_a_prefix_of_a_sampled_set_is_what_sampling_it_gives(
     assert len(rows(shared / "rollouts-big")) == 8 and len(rows(tmp_path / "fresh")) == 4
     assert not sweep.reuse_prefix(shared, tmp_path / "k3", _sample_cfg(tiny_model_dir, 2, k=3))
     assert not sweep.reuse_prefix(shared, tmp_path / "odd", _sample_cfg(tiny_model_dir, 3))
+
+
+def test_main_runs_under_mimalloc_and_each_variant_at_its_threads(sweep, tmp_path, monkeypatch):
+    """As `reasonmaxxer run` does: the sweep re-executes under mimalloc before torch loads,
+    and a variant runs at ``model.threads`` (two sweeps at torch's default 2 threads each on
+    2 cores sampled ~3x slower)."""
+    import sys
+
+    import torch
+
+    from reasonmaxxer import allocator
+
+    reexec, seen = [], []
+    monkeypatch.setattr(allocator, "reexec", lambda argv: reexec.append(argv))
+
+    def fake_run(name, cfg, out, shared):
+        seen.append(torch.get_num_threads())
+        return {"variant": name}
+
+    monkeypatch.setattr(sweep, "run_variant", fake_run)
+    monkeypatch.setattr(sweep, "table", lambda rows: "")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("base: {model: {threads: 1}}\nvariants:\n  a: {}\n")
+    before = torch.get_num_threads()
+    monkeypatch.setattr(sys, "argv", ["sweep.py", str(spec), "--out", str(tmp_path / "o")])
+    try:
+        torch.set_num_threads(2)
+        sweep.main()
+    finally:
+        torch.set_num_threads(before)
+    assert reexec and reexec[0][0] == sys.executable
+    assert seen == [1]

@@ -83,6 +83,19 @@ def preload_env(
     return env
 
 
+def reexec(argv: list[str]) -> None:
+    """Re-execute ``argv`` (an interpreter first) under mimalloc where :func:`preload_env`
+    says so; return (and go on, on the C library's malloc) where it does not or cannot."""
+    env = preload_env(dict(os.environ), library())
+    if env is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # When it cannot re-execute (an odd interpreter or mount), it runs as is, on glibc.
+    with contextlib.suppress(OSError):
+        os.execve(argv[0], argv, env)
+
+
 def restore_environ(environ=os.environ) -> None:
     """In the re-executed process: give the children the user's ``LD_PRELOAD`` back."""
     if _RESTORE not in environ:
