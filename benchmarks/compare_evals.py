@@ -1,0 +1,132 @@
+"""Greedy pass@1 of several eval folders on the same problems, in groups: each run, each
+group's mean ± sd over its runs, and paired tests between groups.
+
+    python benchmarks/compare_evals.py --out benchmarks/results/cpu_precision/compare.json \
+        --group bf16 runs/bf16/eval/adapter runs/seeds/s43/eval/adapter ... \
+        --group fp32 runs/fp32/eval/adapter runs/seeds/f43/eval/adapter ...
+
+A folder is an eval output (``samples.jsonl`` with one greedy row per problem, as
+``reasonmaxxer eval`` and every run's ``eval/adapter`` write). For each pair of groups:
+
+- the i-th runs against each other, exact McNemar (use the same i for the same seed);
+- the seed-averaged correctness of each problem, paired bootstrap over problems (the
+  difference of the group means, with its 95% interval).
+
+Writes ``--out`` (JSON) and the table beside it (``.md``); ``--redraw`` re-renders it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from itertools import combinations
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import add_record_args, redraw  # noqa: E402
+
+from reasonmaxxer.stats import format_p, mcnemar_exact, paired_bootstrap  # noqa: E402
+
+
+def greedy_correct(folder: Path) -> dict[str, bool]:
+    """Problem id -> correct, from a folder's greedy rows."""
+    rows = [json.loads(line) for line in (folder / "samples.jsonl").open()]
+    return {
+        f"{r['benchmark']}/{r['id']}": bool(r["correct"]) for r in rows if r["sample"] == "greedy"
+    }
+
+
+def compare(groups: dict[str, list[Path]]) -> dict:
+    runs = {name: [greedy_correct(f) for f in folders] for name, folders in groups.items()}
+    ids = sorted(next(iter(next(iter(runs.values())))))
+    for name, results in runs.items():
+        for folder, result in zip(groups[name], results, strict=True):
+            if sorted(result) != ids:
+                raise ValueError(f"{folder} scores other problems than the first folder")
+    record: dict = {"n": len(ids), "groups": {}, "pairs": []}
+    for name, results in runs.items():
+        scores = [sum(r[i] for i in ids) / len(ids) for r in results]
+        record["groups"][name] = {
+            "runs": [str(f) for f in groups[name]],
+            "pass@1": scores,
+            "mean": statistics.fmean(scores),
+            "sd": statistics.stdev(scores) if len(scores) > 1 else None,
+        }
+    for a, b in combinations(runs, 2):
+        mean_a = [statistics.fmean(r[i] for r in runs[a]) for i in ids]
+        mean_b = [statistics.fmean(r[i] for r in runs[b]) for i in ids]
+        record["pairs"].append(
+            {
+                "groups": [a, b],
+                "run_by_run": [
+                    mcnemar_exact([ra[i] for i in ids], [rb[i] for i in ids])
+                    for ra, rb in zip(runs[a], runs[b], strict=False)
+                ],
+                "seed_averaged": paired_bootstrap(mean_a, mean_b),
+            }
+        )
+    return record
+
+
+def markdown(record: dict) -> str:
+    lines = [
+        f"# Greedy pass@1 on {record['n']} problems",
+        "",
+        "| group | runs | pass@1 of each run | mean ± sd |",
+        "|---|---|---|---|",
+    ]
+    for name, g in record["groups"].items():
+        each = ", ".join(f"{s:.1%}" for s in g["pass@1"])
+        sd = "" if g["sd"] is None else f" ± {g['sd']:.1%}"
+        lines.append(f"| {name} | {len(g['pass@1'])} | {each} | {g['mean']:.1%}{sd} |")
+    lines += [
+        "",
+        "| A vs B | run i vs run i: B gained / lost, McNemar p | seed-averaged B − A [95%], bootstrap p |",
+        "|---|---|---|",
+    ]
+    for p in record["pairs"]:
+        each = "; ".join(
+            f"+{m['gained']}/−{m['lost']}, p {format_p(m['p_value'])}" for m in p["run_by_run"]
+        )
+        s = p["seed_averaged"]
+        lo, hi = s["ci95"]
+        lines.append(
+            f"| {p['groups'][0]} vs {p['groups'][1]} | {each} | {s['diff']:+.1%} "
+            f"[{lo:+.1%}, {hi:+.1%}], p {format_p(s['p_value'], 2000)} |"
+        )
+    if record.get("notes"):
+        lines += ["", record["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--group", nargs="+", action="append", metavar=("NAME", "FOLDER"), default=[])
+    add_record_args(ap, None)
+    args = ap.parse_args()
+    if redraw(args, markdown):
+        return
+    if not args.out or not args.group or any(len(g) < 2 for g in args.group):
+        ap.error("give --out and at least one --group NAME FOLDER [FOLDER ...]")
+    groups = {g[0]: [Path(f) for f in g[1:]] for g in args.group}
+    for folders in groups.values():
+        for f in folders:
+            if not (f / "samples.jsonl").is_file():
+                ap.error(f"{f}/samples.jsonl not found")
+    try:
+        record = compare(groups)
+    except ValueError as e:
+        ap.error(str(e))
+    if args.notes:
+        record["notes"] = Path(args.notes).read_text().strip()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(record))
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""benchmarks/compare_evals.py: pass@1 per run, mean ± sd per group and the paired tests,
+against values worked out by hand on four problems."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import BENCHMARKS, load_benchmark_script
+
+
+def _eval(folder, correct):
+    folder.mkdir(parents=True)
+    rows = [
+        {"benchmark": "b", "id": str(i), "sample": "greedy", "correct": c}
+        for i, c in enumerate(correct)
+    ]
+    rows.append({"benchmark": "b", "id": "0", "sample": "s1", "correct": True})  # not greedy
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_groups_and_pairs_by_hand(tmp_path):
+    mod = load_benchmark_script("compare_evals")
+    groups = {
+        "a": [_eval(tmp_path / "a1", [1, 0, 0, 0]), _eval(tmp_path / "a2", [1, 1, 0, 0])],
+        "b": [_eval(tmp_path / "b1", [1, 1, 1, 0]), _eval(tmp_path / "b2", [0, 1, 1, 1])],
+    }
+    record = mod.compare(groups)
+    assert record["n"] == 4
+    assert record["groups"]["a"]["pass@1"] == [0.25, 0.5]
+    assert record["groups"]["a"]["mean"] == pytest.approx(0.375)
+    assert record["groups"]["a"]["sd"] == pytest.approx(0.1767767)  # sd of (0.25, 0.5)
+    assert record["groups"]["b"]["mean"] == pytest.approx(0.75)
+    (pair,) = record["pairs"]
+    first, second = pair["run_by_run"]
+    assert (first["gained"], first["lost"]) == (2, 0)  # a1 -> b1: problems 1, 2 gained
+    assert (second["gained"], second["lost"]) == (2, 1)  # a2 -> b2: 2, 3 gained, 0 lost
+    assert first["p_value"] == pytest.approx(0.5)  # 2 * P(Bin(2, 1/2) = 0)
+    # seed-averaged: a = (1, .5, 0, 0), b = (.5, 1, 1, .5): mean difference 0.375
+    assert pair["seed_averaged"]["diff"] == pytest.approx(0.375)
+
+
+def test_folders_on_other_problems_are_one_error_line(tmp_path):
+    a = _eval(tmp_path / "a", [1, 0])
+    b = _eval(tmp_path / "b", [1, 0, 1])
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compare_evals.py"), "--out", str(out)]
+        + ["--group", "x", str(a), "--group", "y", str(b)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "scores other problems" in proc.stderr.strip().splitlines()[-1]
+    assert not out.exists()
