@@ -1,5 +1,5 @@
-"""Machine-dependent defaults: ``auto`` precision (bfloat16 only where the hardware runs it
-natively) and the thread count (the cores other work leaves free)."""
+"""Machine-dependent defaults: ``auto`` precision (bfloat16 only on a CUDA GPU that supports
+it, float32 on every CPU) and the thread count (the cores other work leaves free)."""
 
 import pytest
 
@@ -16,15 +16,36 @@ def native(monkeypatch):
     return set_native
 
 
+@pytest.fixture
+def gpu(monkeypatch):
+    """A CUDA GPU that does (or does not) support bf16, as far as ``devices`` can tell."""
+
+    def set_gpu(present: bool, bf16: bool = True):
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: present)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+
+    return set_gpu
+
+
 @pytest.mark.parametrize(
-    ("is_native", "dtype", "cast"), [(True, "bfloat16", "bfloat16"), (False, "float32", "off")]
+    ("has_gpu", "gpu_bf16", "cpu_bf16", "dtype", "cast"),
+    [
+        (True, True, False, "bfloat16", "bfloat16"),  # a bf16 GPU
+        (True, False, True, "float32", "off"),  # a GPU without bf16 (say a T4)
+        (False, False, True, "float32", "off"),  # a CPU with AVX512-BF16 or AMX: float32
+        (False, False, False, "float32", "off"),  # an AVX2 CPU
+    ],
 )
-def test_auto_resolves_by_hardware(native, is_native, dtype, cast):
-    native(is_native)
+def test_auto_resolves_by_hardware(gpu, native, has_gpu, gpu_bf16, cpu_bf16, dtype, cast):
+    gpu(has_gpu, gpu_bf16)
+    native(cpu_bf16)
     cfg = build_run_config()  # the packaged default says gen_dtype: auto
     assert (cfg.model.gen_dtype, cfg.select.autocast, cfg.train.autocast) == (dtype, cast, cast)
     grpo = GRPORunConfig()
     assert (grpo.model.gen_dtype, grpo.autocast) == (dtype, cast)
+    assert devices.bf16_autocast_on("auto", "cpu") is False  # never bf16 by default on a CPU
 
 
 def test_explicit_precision_is_kept(native):
@@ -51,7 +72,7 @@ def test_resolved_config_names_the_dtype(native, tmp_path):
 def test_autocast_switch():
     assert devices.bf16_autocast_on("bfloat16", "cpu") is True
     assert devices.bf16_autocast_on("off", "cpu") is False
-    assert devices.bf16_autocast_on("auto", "cpu") is devices.native_bf16("cpu")
+    assert devices.bf16_autocast_on("auto", "cpu") is False
     assert devices.resolve_precision("float16", "cpu", fallback="float32") == "float16"
 
 

@@ -60,9 +60,9 @@ class ModelConfig:
     )
     gen_dtype: str = _f(
         "auto",
-        "weights dtype for generation: auto = bfloat16 where the device runs it natively (a "
-        "GPU, an AVX512-BF16/AMX CPU; ~2x faster there), else float32 (emulated bf16 is ~100x "
-        "slower)",
+        "weights dtype for generation: auto = bfloat16 on a CUDA GPU that supports it, else "
+        "float32 (on a CPU with native bf16, bfloat16 is ~2x faster but its rollouts trained "
+        "worse adapters on one such CPU; emulated bf16 is ~100x slower)",
         ("auto", "float32", "bfloat16", "float16"),
     )
     backend: str = _f(
@@ -208,7 +208,7 @@ class SelectConfig:
     batch_size: int = _f(16, "rollouts per teacher-forced forward pass")
     autocast: str = _f(
         "auto",
-        "mixed precision for the entropy forward pass (auto: bfloat16 where native, else off)",
+        "mixed precision for the entropy forward pass (auto: bfloat16 on a CUDA GPU, else off)",
         ("auto", "bfloat16", "off"),
     )
     seed: int = _f(0, "seed for the random gate")
@@ -275,8 +275,8 @@ class TrainConfig(WithLora, WithOptim):
     max_grad_norm: float = shared(OptimConfig, "max_grad_norm")
     autocast: str = _f(
         "auto",
-        "mixed precision for forward passes: auto = bfloat16 where the device runs it natively "
-        "(~2.5x faster on AVX512-BF16 CPUs), else off",
+        "mixed precision for forward passes: auto = bfloat16 on a CUDA GPU that supports it, "
+        "else off (float32)",
         ("auto", "bfloat16", "off"),
     )
     gradient_checkpointing: bool = _f(
@@ -378,8 +378,8 @@ class RunConfig:
         self.resolve_precision()
 
     def resolve_precision(self) -> None:
-        """``auto`` precisions become what this machine runs natively (see
-        :func:`~reasonmaxxer.devices.native_bf16`), so the run folder's config.yaml and every
+        """``auto`` precisions become a concrete dtype (see
+        :func:`~reasonmaxxer.devices.bf16_by_default`), so the run folder's config.yaml and every
         stage key name the dtype that was actually used."""
         from .devices import resolve_precision
 

@@ -6,11 +6,15 @@ have is one :class:`UserError` before any work starts. Every stage builds its te
 model's device (:func:`to_device`) and runs mixed precision through :func:`autocast`, which
 follows that device, so nothing in the code assumes a CPU.
 
-Precision settings (``gen_dtype``, ``autocast``) take ``auto``: bfloat16 where the hardware
-runs it natively (a CUDA GPU with bf16, a CPU whose oneDNN has AVX512-BF16 or AMX), float32
-elsewhere. On a CPU without native bf16 torch emulates it, and a bf16 matmul is ~170x slower
-than a float32 one (measured on 2 AVX2 cores: 0.9 vs 153 GFLOPS, 1024x1024), so a bf16
-default there turns a 20-minute job into many hours.
+Precision settings (``gen_dtype``, ``autocast``) take ``auto``: bfloat16 on a CUDA GPU that
+supports it, float32 everywhere else, a CPU with native bf16 (AVX512-BF16 or AMX) included.
+On such a CPU bf16 is about twice as fast, but its rounding depends on the CPU's kernels: on
+one AVX512-BF16 host the default's bf16 rollouts trained adapters 4.7 points worse on average
+than its float32 ones (3 sampling seeds each, ``benchmarks/results/cpu_precision/``), while
+float32 rollouts came out the same on an AVX2 and an AVX-512 CPU. On a CPU without native bf16 torch
+emulates it, and a bf16 matmul is ~170x slower than a float32 one (measured on 2 AVX2 cores:
+0.9 vs 153 GFLOPS, 1024x1024). ``--gen-dtype bfloat16`` and ``autocast: bfloat16`` still ask
+for bf16 on a CPU.
 """
 
 from __future__ import annotations
@@ -103,19 +107,31 @@ def native_bf16(device: str = "auto") -> bool:
         return False
 
 
+def bf16_by_default(device: str = "auto") -> bool:
+    """Whether ``auto`` precision means bfloat16 on ``device``: on a CUDA GPU that supports
+    it. Never on a CPU, whether or not its bf16 is native (see the module docstring), nor on
+    MPS."""
+    import torch
+
+    spec = (device or "auto").strip()
+    if spec.startswith("cuda") or spec == "auto":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return False
+
+
 def resolve_precision(spec: str, device: str = "auto", *, fallback: str) -> str:
-    """``"auto"`` → ``"bfloat16"`` where :func:`native_bf16`, else ``fallback``
+    """``"auto"`` → ``"bfloat16"`` where :func:`bf16_by_default`, else ``fallback``
     (``"float32"`` for a weights dtype, ``"off"`` for autocast); anything else unchanged."""
     if spec != "auto":
         return spec
-    return "bfloat16" if native_bf16(device) else fallback
+    return "bfloat16" if bf16_by_default(device) else fallback
 
 
 def bf16_autocast_on(spec: str, model_or_device: Any) -> bool:
     """Whether an ``autocast`` setting (``auto | bfloat16 | off``) turns bf16 autocast on for a
     model on this device."""
     if spec == "auto":
-        return native_bf16(str(device_of(model_or_device)))
+        return bf16_by_default(str(device_of(model_or_device)))
     return spec == "bfloat16"
 
 

@@ -54,7 +54,9 @@ class DistillConfig(AnalysisConfig, WithLora, WithOptim):
     warmup_steps: int = shared(OptimConfig, "warmup_steps")
     max_grad_norm: float = shared(OptimConfig, "max_grad_norm")
     autocast: str = shared(
-        TrainConfig, "autocast", help="mixed precision of the training forward (auto: where native)"
+        TrainConfig,
+        "autocast",
+        help="mixed precision of the training forward (auto: bf16 on a CUDA GPU)",
     )
     seed: int = help_field(0, "rollout sampling / adapter init / shuffling seed")
     checkpoint_every: int = help_field(

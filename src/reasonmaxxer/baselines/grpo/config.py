@@ -85,7 +85,7 @@ class GRPORunConfig(WithLora):
     )
     autocast: str = _f(
         _TRAIN.autocast,
-        "mixed precision for training and eval (bf16 autocast, fp32 weights; auto: where native)",
+        "mixed precision for training and eval (bf16 autocast, fp32 weights; auto: on a CUDA GPU)",
         ("auto", "bfloat16", "off"),
     )
     gradient_checkpointing: bool = _f(
