@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from reasonmaxxer import allocator
-from reasonmaxxer.config import RunConfig, build_run_config, from_dict, merge, to_dict
+from reasonmaxxer.config import RunConfig, as_given, build_run_config, from_dict, merge, to_dict
 from reasonmaxxer.errors import UserError
 from reasonmaxxer.eval.comparison import compare, load_correct
 from reasonmaxxer.eval.data import load_benchmark
@@ -167,7 +167,7 @@ def variant_dict(overrides: dict, base: dict) -> dict:
     overrides = dict(overrides)
     preset = overrides.pop("preset", "default")
     try:
-        packaged = to_dict(build_run_config(preset=preset))
+        packaged = as_given(build_run_config(preset=preset))
     except UserError as e:
         raise SystemExit(f"error: {e}") from None
     return merge(merge(packaged, base), overrides)

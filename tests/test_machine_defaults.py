@@ -48,6 +48,26 @@ def test_auto_resolves_by_hardware(gpu, native, has_gpu, gpu_bf16, cpu_bf16, dty
     assert devices.bf16_autocast_on("auto", "cpu") is False  # never bf16 by default on a CPU
 
 
+def test_an_explicit_cpu_device_is_float32_beside_a_bf16_gpu(gpu):
+    """The defaults dicts keep ``auto`` until the user's device is known, so ``--device cpu``
+    on a GPU machine is float32, as from the API, the command line and a sweep."""
+    from reasonmaxxer.config import RunConfig, resolve, run_defaults
+
+    gpu(True)
+    assert run_defaults()["model"]["gen_dtype"] == "auto"
+    assert build_run_config().model.gen_dtype == "bfloat16"  # the GPU itself
+    on_cpu = {"model": {"device": "cpu"}}
+    for cfg in (
+        build_run_config(overrides=on_cpu),
+        resolve(RunConfig, defaults=run_defaults(), overrides=on_cpu),
+    ):
+        assert (cfg.model.gen_dtype, cfg.select.autocast, cfg.train.autocast) == (
+            "float32",
+            "off",
+            "off",
+        )
+
+
 def test_explicit_precision_is_kept(native):
     native(False)
     cfg = build_run_config(

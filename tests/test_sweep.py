@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import load_benchmark_script, sample_config
 
-from reasonmaxxer.config import build_run_config, to_dict
+from reasonmaxxer.config import as_given, build_run_config
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def sweep():
 
 def test_a_variant_without_a_preset_is_the_default_plus_base_plus_overrides(sweep):
     d = sweep.variant_dict({"select": {"gate": "random"}}, {"train": {"lr": 3e-4}})
-    want = to_dict(build_run_config())
+    want = as_given(build_run_config())
     want["select"]["gate"] = "random"
     want["train"]["lr"] = 3e-4
     assert d == want
@@ -26,9 +26,9 @@ def test_a_variant_without_a_preset_is_the_default_plus_base_plus_overrides(swee
 
 def test_a_preset_variant_is_that_preset_and_shares_the_default_rollouts(sweep):
     d = sweep.variant_dict({"preset": "paper"}, {})
-    assert d == to_dict(build_run_config(preset="paper"))
+    assert d == as_given(build_run_config(preset="paper"))
     assert d["select"]["tau"] == 1.4 and d["train"]["loss"] == "contrastive"
-    default = to_dict(build_run_config())
+    default = as_given(build_run_config())
     # the sweep keys its shared rollouts and base eval on these sections
     assert all(d[s] == default[s] for s in ("model", "prompt", "sample", "eval"))
 
@@ -50,7 +50,7 @@ def test_seeded_run_i_moves_every_seed_by_i_and_run_0_is_the_variant(sweep):
         {"select": {"gate": "random"}},
     )
     spec = {"preset": "paper", "select": {"gate": "random"}}
-    default = to_dict(build_run_config())
+    default = as_given(build_run_config())
     for i in (1, 2, 3):  # in a loop, as the sweep calls it: the seeds must not pile up
         name, over = sweep.seeded("x", spec, {}, i)
         assert name == f"x@{i}"

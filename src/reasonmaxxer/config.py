@@ -383,7 +383,13 @@ class RunConfig:
         stage key name the dtype that was actually used."""
         from .devices import resolve_precision
 
-        if "auto" not in (self.model.gen_dtype, self.select.autocast, self.train.autocast):
+        given = {
+            ("model", "gen_dtype"): self.model.gen_dtype,
+            ("select", "autocast"): self.select.autocast,
+            ("train", "autocast"): self.train.autocast,
+        }
+        self._given_precision = {k: v for k, v in given.items() if v == "auto"}
+        if not self._given_precision:
             return
         device = self.model.device
         self.model.gen_dtype = resolve_precision(self.model.gen_dtype, device, fallback="float32")
@@ -466,6 +472,16 @@ def from_dict(cls: type, data: dict | None, *, where: str = "config") -> Any:
 
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def as_given(cfg: RunConfig) -> dict:
+    """``to_dict(cfg)`` with the precisions that were ``auto`` back at ``auto``: a defaults
+    dict must not fix them for the default device before a ``--device`` applies (on a GPU
+    machine, ``--device cpu`` would otherwise keep the GPU's bfloat16)."""
+    data = to_dict(cfg)
+    for (section, name), value in getattr(cfg, "_given_precision", {}).items():
+        data[section][name] = value
+    return data
 
 
 def identity(cfg: Any) -> dict:
@@ -583,7 +599,7 @@ def resolve(
 def run_defaults(preset: str = "default", *, plain_eval: bool = False) -> dict:
     """The resolved packaged ``preset``, what the pipeline commands start from. With
     ``plain_eval`` the eval section is the dataclass's (greedy only), as ``eval`` uses it."""
-    data = to_dict(build_run_config(preset=preset))
+    data = as_given(build_run_config(preset=preset))
     if plain_eval:
         data["eval"] = to_dict(EvalConfig())
     return data
@@ -606,7 +622,7 @@ def build_run_config(
     user_yaml: str | None = None, overrides: dict | None = None, *, preset: str = "default"
 ) -> RunConfig:
     """Dataclass defaults <- packaged ``preset`` <- ``user_yaml`` <- ``overrides``."""
-    defaults = merge(to_dict(RunConfig()), default_run_dict(preset))
+    defaults = merge(as_given(RunConfig()), default_run_dict(preset))
     return resolve(RunConfig, defaults=defaults, config=user_yaml, overrides=overrides)
 
 
