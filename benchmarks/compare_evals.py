@@ -10,7 +10,8 @@ A folder is an eval output (``samples.jsonl`` with one greedy row per problem, a
 
 - the i-th runs against each other, exact McNemar (use the same i for the same seed);
 - the seed-averaged correctness of each problem, paired bootstrap over problems (the
-  difference of the group means, with its 95% interval).
+  difference of the group means, with its 95% interval): the seeds held fixed;
+- Welch's t on the groups' run scores: the seeds as the noise (weak with 3 a side).
 
 Writes ``--out`` (JSON) and the table beside it (``.md``); ``--redraw`` re-renders it.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from records import add_record_args, redraw  # noqa: E402
 
-from reasonmaxxer.stats import format_p, mcnemar_exact, paired_bootstrap  # noqa: E402
+from reasonmaxxer.stats import format_p, mcnemar_exact, paired_bootstrap, welch_t  # noqa: E402
 
 
 def greedy_correct(folder: Path) -> dict[str, bool]:
@@ -65,9 +66,19 @@ def compare(groups: dict[str, list[Path]]) -> dict:
                     for ra, rb in zip(runs[a], runs[b], strict=False)
                 ],
                 "seed_averaged": paired_bootstrap(mean_a, mean_b),
+                "seed_level": _welch(record["groups"][a]["pass@1"], record["groups"][b]["pass@1"]),
             }
         )
     return record
+
+
+def _welch(a: list[float], b: list[float]) -> dict | None:
+    """Welch's t on the run scores: the seeds as the noise (None below 2 runs a side or
+    with no spread)."""
+    try:
+        return welch_t(a, b)
+    except ValueError:
+        return None
 
 
 def markdown(record: dict) -> str:
@@ -83,8 +94,9 @@ def markdown(record: dict) -> str:
         lines.append(f"| {name} | {len(g['pass@1'])} | {each} | {g['mean']:.1%}{sd} |")
     lines += [
         "",
-        "| A vs B | run i vs run i: B gained / lost, McNemar p | seed-averaged B − A [95%], bootstrap p |",
-        "|---|---|---|",
+        "| A vs B | run i vs run i: B gained / lost, McNemar p | seed-averaged B − A [95%], "
+        "bootstrap p over problems | Welch t over runs |",
+        "|---|---|---|---|",
     ]
     for p in record["pairs"]:
         each = "; ".join(
@@ -92,9 +104,13 @@ def markdown(record: dict) -> str:
         )
         s = p["seed_averaged"]
         lo, hi = s["ci95"]
+        w = p.get("seed_level")
+        welch = (
+            "-" if w is None else f"t {w['t']:.2f}, {w['df']:.1f} df, p {format_p(w['p_value'])}"
+        )
         lines.append(
             f"| {p['groups'][0]} vs {p['groups'][1]} | {each} | {s['diff']:+.1%} "
-            f"[{lo:+.1%}, {hi:+.1%}], p {format_p(s['p_value'], 2000)} |"
+            f"[{lo:+.1%}, {hi:+.1%}], p {format_p(s['p_value'], 2000)} | {welch} |"
         )
     if record.get("notes"):
         lines += ["", record["notes"]]

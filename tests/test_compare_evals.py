@@ -2,6 +2,7 @@
 against values worked out by hand on four problems."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -39,6 +40,11 @@ def test_groups_and_pairs_by_hand(tmp_path):
     assert first["p_value"] == pytest.approx(0.5)  # 2 * P(Bin(2, 1/2) = 0)
     # seed-averaged: a = (1, .5, 0, 0), b = (.5, 1, 1, .5): mean difference 0.375
     assert pair["seed_averaged"]["diff"] == pytest.approx(0.375)
+    # Welch over runs: a (.25, .5) var 1/32, b (.75, .75) var 0: t = .375 / sqrt(1/64) = 3 on
+    # 1 df, the Cauchy: p = 1 - 2 atan(3) / pi
+    w = pair["seed_level"]
+    assert (w["t"], w["df"]) == (pytest.approx(3.0), pytest.approx(1.0))
+    assert w["p_value"] == pytest.approx(1 - 2 * math.atan(3) / math.pi, abs=1e-6)
 
 
 def test_folders_on_other_problems_are_one_error_line(tmp_path):

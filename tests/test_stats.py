@@ -204,3 +204,28 @@ def test_holm_by_hand():
     assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
     assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # 2 x 0.6 capped at 1
     assert holm([]) == []
+
+
+def test_t_two_sided_p_against_closed_forms():
+    from reasonmaxxer.stats import t_two_sided_p
+
+    # df 1 is the Cauchy: P(|T| >= 1) = 1 - 2 atan(1) / pi = 0.5
+    assert t_two_sided_p(1.0, 1) == pytest.approx(0.5, abs=1e-6)
+    # df 2: P(|T| >= t) = 1 - t / sqrt(2 + t^2); t = 2 gives 0.183503
+    assert t_two_sided_p(2.0, 2) == pytest.approx(1 - 2 / math.sqrt(6), abs=1e-6)
+    assert t_two_sided_p(-2.0, 2) == t_two_sided_p(2.0, 2)
+    assert t_two_sided_p(0.0, 5) == 1.0
+
+
+def test_welch_t_by_hand():
+    from reasonmaxxer.stats import welch_t
+
+    # a = (1, 2, 3): mean 2, var 1; b = (3, 5, 7): mean 5, var 4
+    # se^2 = 1/3 + 4/3 = 5/3, t = 3 / sqrt(5/3) = 2.32379
+    # df = (5/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = (25/9) / (17/18) = 50/17 = 2.94118
+    r = welch_t([1, 2, 3], [3, 5, 7])
+    assert r["t"] == pytest.approx(3 / math.sqrt(5 / 3))
+    assert r["df"] == pytest.approx(50 / 17)
+    assert 0.05 < r["p_value"] < 0.15  # t 2.32 on ~2.9 df: between the 10% and 5% points
+    with pytest.raises(ValueError):
+        welch_t([1], [2, 3])
