@@ -28,19 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from records import add_record_args, redraw  # noqa: E402
 
+from reasonmaxxer.eval.comparison import load_correct  # noqa: E402
+from reasonmaxxer.io import atomic_write_text  # noqa: E402
 from reasonmaxxer.stats import format_p, mcnemar_exact, paired_bootstrap, welch_t  # noqa: E402
 
 
-def greedy_correct(folder: Path) -> dict[str, bool]:
-    """Problem id -> correct, from a folder's greedy rows."""
-    rows = [json.loads(line) for line in (folder / "samples.jsonl").open()]
-    return {
-        f"{r['benchmark']}/{r['id']}": bool(r["correct"]) for r in rows if r["sample"] == "greedy"
-    }
-
-
 def compare(groups: dict[str, list[Path]]) -> dict:
-    runs = {name: [greedy_correct(f) for f in folders] for name, folders in groups.items()}
+    runs = {name: [load_correct(f)[0] for f in folders] for name, folders in groups.items()}
     ids = sorted(next(iter(next(iter(runs.values())))))
     for name, results in runs.items():
         for folder, result in zip(groups[name], results, strict=True):
@@ -139,8 +133,8 @@ def main() -> None:
         record["notes"] = Path(args.notes).read_text().strip()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(record))
+    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown(record))
     print(markdown(record))
 
 

@@ -215,6 +215,9 @@ def test_t_two_sided_p_against_closed_forms():
     assert t_two_sided_p(2.0, 2) == pytest.approx(1 - 2 / math.sqrt(6), abs=1e-6)
     assert t_two_sided_p(-2.0, 2) == t_two_sided_p(2.0, 2)
     assert t_two_sided_p(0.0, 5) == 1.0
+    # a huge t (near-zero spread): 1 - t / sqrt(2 + t^2) is ~1e-12, not a lost peak
+    assert t_two_sided_p(1e6, 2) == pytest.approx(0.0, abs=1e-9)
+    assert t_two_sided_p(1e6, 1) == pytest.approx(1 - 2 * math.atan(1e6) / math.pi, abs=1e-9)
 
 
 def test_welch_t_by_hand():

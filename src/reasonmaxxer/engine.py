@@ -88,13 +88,18 @@ def build_batch(rows: list[dict], *, share_prefix: bool = False):
     return batch
 
 
+def base_model(model):
+    """``model`` itself, or under a PEFT wrapper the transformers model it wraps."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def cache_argument(net) -> str:
     """The name of the forward's KV-cache argument: ``cache`` in newer transformers (which
     warn that ``past_key_values`` goes away in 5.40), ``past_key_values`` before."""
     import inspect
 
-    base = net.get_base_model() if hasattr(net, "get_base_model") else net
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    params = inspect.signature(base_model(net).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def shared_prefix(prompts: list[list[int]], min_tokens: int = 8) -> int:
@@ -110,16 +115,14 @@ def shared_prefix(prompts: list[list[int]], min_tokens: int = 8) -> int:
 
 def _decoder(model):
     """The backbone of ``model`` (under a PEFT wrapper, the base model's)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder()
+    return base_model(model).get_decoder()
 
 
 def shares_prefixes(model) -> bool:
     """Whether :func:`prefix_cache` can serve ``model``: every layer full attention (no
     sliding window, no recurrent state) and a transformers whose checkpointed layers can
     keep a read-only cache (``_can_checkpoint_with_cache``)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = base.config.get_text_config(decoder=True)
+    cfg = base_model(model).config.get_text_config(decoder=True)
     if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
         return False
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):

@@ -118,21 +118,24 @@ def welch_t(a: Sequence[float], b: Sequence[float]) -> dict:
     return {"t": t, "df": df, "p_value": t_two_sided_p(t, df)}
 
 
-def t_two_sided_p(t: float, df: float, steps: int = 4000) -> float:
-    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom: one minus twice the
-    density's integral over [0, |t|] (Simpson's rule; ample for a reported p)."""
+def t_two_sided_p(t: float, df: float, steps: int = 2000) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` >= 1 degrees of freedom. With x = sqrt(df)
+    tan(u) the density's integral over [0, |t|] becomes ``c sqrt(df)`` times that of
+    cos(u)^(df - 1) over [0, atan(|t| / sqrt(df))]: bounded and smooth, so Simpson's rule is
+    accurate for any t, however large."""
     t = abs(t)
     if t == 0:
         return 1.0
     c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    end = math.atan(t / math.sqrt(df))
 
-    def pdf(x: float) -> float:
-        return c * (1 + x * x / df) ** (-(df + 1) / 2)
+    def f(u: float) -> float:
+        return math.cos(u) ** (df - 1)
 
-    h = t / steps
-    odd = sum(pdf((2 * i - 1) * h) for i in range(1, steps // 2 + 1))
-    even = sum(pdf(2 * i * h) for i in range(1, steps // 2))
-    area = h / 3 * (pdf(0) + 4 * odd + 2 * even + pdf(t))
+    h = end / steps
+    odd = sum(f((2 * i - 1) * h) for i in range(1, steps // 2 + 1))
+    even = sum(f(2 * i * h) for i in range(1, steps // 2))
+    area = c * math.sqrt(df) * h / 3 * (f(0) + 4 * odd + 2 * even + f(end))
     return min(1.0, max(0.0, 1 - 2 * area))
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..blocks import LoraSpec
 from ..config import RunConfig, identity, to_dict
-from ..engine import build_batch, shares_prefixes
+from ..engine import base_model, build_batch, shares_prefixes
 from ..errors import UserError
 from ..io import atomic_dir, atomic_write_json
 from ..optim import batch_order, optimize, remove_checkpoint
@@ -69,7 +69,7 @@ def lora_model(model, spec: LoraSpec | RunConfig):
 def enable_gradient_checkpointing(model) -> None:
     """Activation checkpointing on a PEFT model (non-reentrant, so the frozen base needs no
     input grads); it acts in training mode only, so evaluation and decoding are unchanged."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     kwargs = {"use_reentrant": False}
     if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.20
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
