@@ -110,3 +110,34 @@ def test_bad_parameters():
             generate(1, **kwargs)
     with pytest.raises(UserError):
         generate(-1)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_heldout_wording_same_problems_other_words(level):
+    """``style=heldout`` asks the same problems as the other styles (same ids, operands and
+    answers) in words no other style uses, and every wording states every operand."""
+    n = min(120, space_size(level, "eval"))
+    held = generate(n, level=level, style="heldout")
+    others = {s: generate(n, level=level, style=s) for s in ("mixed", "expr", "word")}
+    for ps in others.values():
+        assert [(p.id, p.answer, _canon(p)) for p in ps] == [
+            (p.id, p.answer, _canon(p)) for p in held
+        ]
+
+    def shape(text: str) -> str:  # the wording with its numbers blanked out
+        return re.sub(r"\d+", "#", text)
+
+    seen = {shape(p.problem) for ps in others.values() for p in ps}
+    assert not seen & {shape(p.problem) for p in held}
+    for p in held:
+        assert p.meta["style"] == "heldout" and p.benchmark == f"arith-l{level}-eval-heldout"
+        numbers = [int(x) for x in re.findall(r"\d+", p.problem)]
+        assert sorted(numbers) == sorted(p.meta["operands"]), p.problem
+    assert len({shape(p.problem).split()[0] for p in held}) > 1  # more than one wording
+
+
+def test_heldout_spec_parses():
+    from reasonmaxxer.eval.data import load_benchmark
+
+    probs = load_benchmark("arith:level=2,n=5,style=heldout")
+    assert [p.benchmark for p in probs] == ["arith-l2-eval-heldout"] * 5

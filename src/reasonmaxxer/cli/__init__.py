@@ -318,7 +318,7 @@ def benchmarks_cmd() -> None:
     for name in BUNDLED:
         console.print(f"{name:16s} {len(load_benchmark(name)):6d} problems")
     console.print(
-        "arith:level=1..5,n=N,split=train|eval|dev|test|all,seed=S,style=expr|word|mixed  (synthetic)"
+        "arith:level=1..5,n=N,split=train|eval|dev|test|all,seed=S,style=expr|word|mixed|heldout  (synthetic)"
     )
 
 

@@ -46,7 +46,7 @@ from .problem import Problem
 
 LEVELS = (1, 2, 3, 4, 5)
 SPLITS = ("train", "eval", "dev", "test", "all")
-STYLES = ("expr", "word", "mixed")
+STYLES = ("expr", "word", "mixed", "heldout")
 TRAIN_PERMILLE = 200
 """Share of canonical problem groups assigned to ``train``, in thousandths."""
 DEV_PERMILLE = 100
@@ -65,6 +65,8 @@ class _Family:
     op: str
     ranges: tuple[range, ...]
     words: tuple[str, ...]
+    heldout: tuple[str, ...]
+    """Wordings no other style uses (plain phrasings and other stories): ``style=heldout``."""
 
 
 # Word templates. Keys: name/He (subject), friend, friend2; a..d bare numbers; A..D a number
@@ -126,6 +128,58 @@ _MUL_ADD_SUB = (
     "How many {objs} does the shop have now?",
 )
 
+# Held-out wordings (``style=heldout``): phrasings and stories that neither ``expr`` ("What is
+# 3 + 4?") nor the word templates above use, so a model trained on ``mixed`` problems can be
+# measured on the same problems worded in a way it never saw. Same fields as above.
+_ADD_HELD = (
+    "What is {a} plus {b}?",
+    "Find the sum of {a} and {b}.",
+    "Add {b} to {a}. What number do you get?",
+    "{name} walked {a} km on Saturday and {b} km on Sunday. "
+    "How many km did {name} walk over the weekend?",
+    "There are {A} in a bowl. {friend} drops in another {b}. How many {objs} are in the bowl?",
+)
+_SUB_HELD = (
+    "What is {a} minus {b}?",
+    "Subtract {b} from {a}.",
+    "What number is {b} less than {a}?",
+    "{name} had {a} dollars and spent {b} dollars on lunch. "
+    "How many dollars does {name} have left?",
+    "There are {A} in a bowl. {friend} removes {b} of them. How many {objs} remain in the bowl?",
+)
+_ADD_ADD_HELD = (
+    "What is {a} plus {b} plus {c}?",
+    "Find the total of {a}, {b} and {c}.",
+    "{name} read {a} pages on Monday, {b} on Tuesday and {c} on Wednesday. "
+    "How many pages did {name} read?",
+)
+_ADD_SUB_HELD = (
+    "Start with {a}, add {b}, then subtract {c}. What is the result?",
+    "{name} had {a} dollars, earned {b} more and spent {c}. How many dollars does {name} have now?",
+)
+_SUB_ADD_HELD = (
+    "Start with {a}, subtract {b}, then add {c}. What is the result?",
+    "A bus has {a} passengers. At a stop {b} get off and {c} get on. "
+    "How many passengers are on the bus now?",
+)
+_SUB_SUB_HELD = (
+    "Start with {a}, subtract {b}, then subtract {c}. What is the result?",
+    "A bus has {a} passengers. {b} get off at the first stop and {c} at the second. "
+    "How many passengers are still on the bus?",
+)
+_MUL_ADD_HELD = (
+    "Multiply {a} by {b}, then add {c}. What do you get?",
+    "A theatre has {a} rows of {b} seats and {c} extra chairs. How many seats are there in all?",
+)
+_MUL_SUB_HELD = (
+    "Multiply {a} by {b}, then subtract {c}. What do you get?",
+    "A baker makes {a} trays of {b} rolls and sells {c} of them. How many rolls are left?",
+)
+_MUL_ADD_SUB_HELD = (
+    "Multiply {a} by {b}, add {c}, then subtract {d}. What is the result?",
+    "A baker makes {a} trays of {b} rolls, bakes {c} more and sells {d}. How many rolls are left?",
+)
+
 _R1 = range(0, 10)
 _R2 = range(0, 21)
 _R3 = range(10, 100)
@@ -133,19 +187,19 @@ _R4 = range(1, 21)
 _DIGIT = range(2, 10)
 
 _LEVEL_FAMILIES: dict[int, tuple[_Family, ...]] = {
-    1: (_Family("a+b", (_R1, _R1), _ADD),),
-    2: (_Family("a+b", (_R2, _R2), _ADD), _Family("a-b", (_R2, _R2), _SUB)),
-    3: (_Family("a+b", (_R3, _R3), _ADD), _Family("a-b", (_R3, _R3), _SUB)),
+    1: (_Family("a+b", (_R1, _R1), _ADD, _ADD_HELD),),
+    2: (_Family("a+b", (_R2, _R2), _ADD, _ADD_HELD), _Family("a-b", (_R2, _R2), _SUB, _SUB_HELD)),
+    3: (_Family("a+b", (_R3, _R3), _ADD, _ADD_HELD), _Family("a-b", (_R3, _R3), _SUB, _SUB_HELD)),
     4: (
-        _Family("a+b+c", (_R4,) * 3, _ADD_ADD),
-        _Family("a+b-c", (_R4,) * 3, _ADD_SUB),
-        _Family("a-b+c", (_R4,) * 3, _SUB_ADD),
-        _Family("a-b-c", (_R4,) * 3, _SUB_SUB),
+        _Family("a+b+c", (_R4,) * 3, _ADD_ADD, _ADD_ADD_HELD),
+        _Family("a+b-c", (_R4,) * 3, _ADD_SUB, _ADD_SUB_HELD),
+        _Family("a-b+c", (_R4,) * 3, _SUB_ADD, _SUB_ADD_HELD),
+        _Family("a-b-c", (_R4,) * 3, _SUB_SUB, _SUB_SUB_HELD),
     ),
     5: (
-        _Family("a*b+c", (_DIGIT, _DIGIT, _R4), _MUL_ADD),
-        _Family("a*b-c", (_DIGIT, _DIGIT, _R4), _MUL_SUB),
-        _Family("a*b+c-d", (_DIGIT, _DIGIT, _R4, _R4), _MUL_ADD_SUB),
+        _Family("a*b+c", (_DIGIT, _DIGIT, _R4), _MUL_ADD, _MUL_ADD_HELD),
+        _Family("a*b-c", (_DIGIT, _DIGIT, _R4), _MUL_SUB, _MUL_SUB_HELD),
+        _Family("a*b+c-d", (_DIGIT, _DIGIT, _R4, _R4), _MUL_ADD_SUB, _MUL_ADD_SUB_HELD),
     ),
 }
 
@@ -350,9 +404,13 @@ def generate(
         fam = families[f]
         answer = evaluate(fam.op, operands)
         expr = expression(fam.op, operands)
-        word = style == "word" or (style == "mixed" and text_rng.random() < 0.5)
-        template = text_rng.choice(fam.words)
-        text = _word_text(template, operands, text_rng) if word else f"What is {expr}?"
+        if style == "heldout":
+            word, template = None, text_rng.choice(fam.heldout)
+            text = _word_text(template, operands, text_rng)
+        else:
+            word = style == "word" or (style == "mixed" and text_rng.random() < 0.5)
+            template = text_rng.choice(fam.words)
+            text = _word_text(template, operands, text_rng) if word else f"What is {expr}?"
         out.append(
             Problem(
                 id=f"arith-l{level}-{split}-s{seed}-{idx:05d}",
@@ -362,7 +420,7 @@ def generate(
                 solution=f"{expr} = {answer}",
                 meta={
                     "level": level,
-                    "style": "word" if word else "expr",
+                    "style": style if word is None else "word" if word else "expr",
                     "op": fam.op,
                     "operands": list(operands),
                 },
