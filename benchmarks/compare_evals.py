@@ -11,7 +11,9 @@ A folder is an eval output (``samples.jsonl`` with one greedy row per problem, a
 - the i-th runs against each other, exact McNemar (use the same i for the same seed);
 - the seed-averaged correctness of each problem, paired bootstrap over problems (the
   difference of the group means, with its 95% interval): the seeds held fixed;
-- Welch's t on the groups' run scores: the seeds as the noise (weak with 3 a side).
+- Welch's t on the groups' run scores: the seeds as the noise (weak with 3 a side);
+- Holm's adjustment of the bootstrap p-values over the pairs shown (``--against NAME``: only
+  NAME against each other group, e.g. the base against every method).
 
 Writes ``--out`` (JSON) and the table beside it (``.md``); ``--redraw`` re-renders it.
 """
@@ -30,10 +32,19 @@ from records import add_record_args, redraw  # noqa: E402
 
 from reasonmaxxer.eval.comparison import load_correct  # noqa: E402
 from reasonmaxxer.io import atomic_write_text  # noqa: E402
-from reasonmaxxer.stats import format_p, mcnemar_exact, paired_bootstrap, welch_t  # noqa: E402
+from reasonmaxxer.stats import (  # noqa: E402
+    format_p,
+    holm,
+    mcnemar_exact,
+    paired_bootstrap,
+    welch_t,
+)
+
+N_BOOT = 2000  # paired_bootstrap's default: a p of 0 means p < 1/N_BOOT
 
 
-def compare(groups: dict[str, list[Path]]) -> dict:
+def compare(groups: dict[str, list[Path]], against: str | None = None) -> dict:
+    """Every pair of groups, or with ``against`` only that group against each other one."""
     runs = {name: [load_correct(f)[0] for f in folders] for name, folders in groups.items()}
     ids = sorted(next(iter(next(iter(runs.values())))))
     for name, results in runs.items():
@@ -49,7 +60,8 @@ def compare(groups: dict[str, list[Path]]) -> dict:
             "mean": statistics.fmean(scores),
             "sd": statistics.stdev(scores) if len(scores) > 1 else None,
         }
-    for a, b in combinations(runs, 2):
+    pairs = [(a, b) for a, b in combinations(runs, 2) if against in (None, a, b)]
+    for a, b in [(against, b if a == against else a) for a, b in pairs] if against else pairs:
         mean_a = [statistics.fmean(r[i] for r in runs[a]) for i in ids]
         mean_b = [statistics.fmean(r[i] for r in runs[b]) for i in ids]
         record["pairs"].append(
@@ -63,6 +75,13 @@ def compare(groups: dict[str, list[Path]]) -> dict:
                 "seed_level": _welch(record["groups"][a]["pass@1"], record["groups"][b]["pass@1"]),
             }
         )
+    # Holm over the pairs shown; a bootstrap p of 0 enters as its bound 1/N_BOOT
+    raw = [p["seed_averaged"]["p_value"] for p in record["pairs"]]
+    for p, adj, r in zip(
+        record["pairs"], holm([max(x, 1 / N_BOOT) for x in raw]), raw, strict=True
+    ):
+        p["seed_averaged"]["holm_p"] = adj
+        p["seed_averaged"]["holm_p_is_bound"] = r == 0
     return record
 
 
@@ -89,8 +108,8 @@ def markdown(record: dict) -> str:
     lines += [
         "",
         "| A vs B | run i vs run i: B gained / lost, McNemar p | seed-averaged B − A [95%], "
-        "bootstrap p over problems | Welch t over runs |",
-        "|---|---|---|---|",
+        "bootstrap p over problems | Holm p | Welch t over runs |",
+        "|---|---|---|---|---|",
     ]
     for p in record["pairs"]:
         each = "; ".join(
@@ -102,9 +121,12 @@ def markdown(record: dict) -> str:
         welch = (
             "-" if w is None else f"t {w['t']:.2f}, {w['df']:.1f} df, p {format_p(w['p_value'])}"
         )
+        holm_p = "-" if "holm_p" not in s else format_p(s["holm_p"])
+        if s.get("holm_p_is_bound"):
+            holm_p = f"≤ {holm_p}"
         lines.append(
             f"| {p['groups'][0]} vs {p['groups'][1]} | {each} | {s['diff']:+.1%} "
-            f"[{lo:+.1%}, {hi:+.1%}], p {format_p(s['p_value'], 2000)} | {welch} |"
+            f"[{lo:+.1%}, {hi:+.1%}], p {format_p(s['p_value'], N_BOOT)} | {holm_p} | {welch} |"
         )
     if record.get("notes"):
         lines += ["", record["notes"]]
@@ -114,6 +136,7 @@ def markdown(record: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--group", nargs="+", action="append", metavar=("NAME", "FOLDER"), default=[])
+    ap.add_argument("--against", metavar="NAME", help="compare NAME with each other group only")
     add_record_args(ap, None)
     args = ap.parse_args()
     if redraw(args, markdown):
@@ -121,12 +144,14 @@ def main() -> None:
     if not args.out or not args.group or any(len(g) < 2 for g in args.group):
         ap.error("give --out and at least one --group NAME FOLDER [FOLDER ...]")
     groups = {g[0]: [Path(f) for f in g[1:]] for g in args.group}
+    if args.against is not None and args.against not in groups:
+        ap.error(f"--against {args.against}: no such --group")
     for folders in groups.values():
         for f in folders:
             if not (f / "samples.jsonl").is_file():
                 ap.error(f"{f}/samples.jsonl not found")
     try:
-        record = compare(groups)
+        record = compare(groups, args.against)
     except ValueError as e:
         ap.error(str(e))
     if args.notes:

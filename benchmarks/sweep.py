@@ -146,7 +146,8 @@ def seeds_table(rows: list[dict], out: Path) -> str:
         sd = statistics.stdev(accs) if len(accs) > 1 else None  # n - 1 in the denominator
         base_acc = statistics.mean(base[k] for k in keys)
         stats.append((name, len(runs), len(keys), base_acc, statistics.mean(accs), sd, test))
-    adjusted = holm([t["p_value"] for *_, t in stats])
+    # a bootstrap p of 0 means p < 1/N_BOOT: it enters Holm as that bound, shown "≤"
+    adjusted = holm([max(t["p_value"], 1 / N_BOOT) for *_, t in stats])
     lines = [
         "| variant | seeds | n | base pass@1 | pass@1 mean ± sd | Δ [95% CI] | bootstrap p | Holm p |",
         "|---|---|---|---|---|---|---|---|",
@@ -156,7 +157,7 @@ def seeds_table(rows: list[dict], out: Path) -> str:
         lines.append(
             f"| {name} | {k} | {n} | {100 * b:.1f}% | {_mean_sd(mean, sd)} | "
             f"{100 * t['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
-            f"{format_p(t['p_value'], N_BOOT)} | {format_p(adj, N_BOOT)} |"
+            f"{format_p(t['p_value'], N_BOOT)} | {'≤ ' * (t['p_value'] == 0)}{format_p(adj)} |"
         )
     return "\n".join(lines) + "\n"
 

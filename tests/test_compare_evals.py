@@ -60,3 +60,34 @@ def test_folders_on_other_problems_are_one_error_line(tmp_path):
     assert proc.returncode == 2
     assert "scores other problems" in proc.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_against_one_group_with_holm_by_hand(tmp_path):
+    mod = load_benchmark_script("compare_evals")
+    groups = {
+        "x": [_eval(tmp_path / "x1", [1] * 8), _eval(tmp_path / "x2", [1] * 8)],
+        "base": [_eval(tmp_path / "b", [0] * 8)],
+        "y": [_eval(tmp_path / "y1", [0] * 8)],
+    }
+    record = mod.compare(groups, against="base")
+    assert [p["groups"] for p in record["pairs"]] == [["base", "x"], ["base", "y"]]
+    sx, sy = (p["seed_averaged"] for p in record["pairs"])
+    # x beats the base on every problem: no resample reaches 0, p 0, entered as 1/2000; y is
+    # the base: every difference 0, p 1. Holm: 2 x 1/2000 = 0.001 and max(0.001, 1) = 1.
+    assert (sx["diff"], sx["p_value"], sy["diff"], sy["p_value"]) == (1.0, 0.0, 0.0, 1.0)
+    assert sx["holm_p"] == pytest.approx(0.001) and sx["holm_p_is_bound"]
+    assert sy["holm_p"] == 1.0 and not sy["holm_p_is_bound"]
+    assert "| ≤ 0.001 |" in mod.markdown(record)
+    assert len(mod.compare(groups)["pairs"]) == 3  # without --against: every pair
+
+
+def test_against_an_unknown_group_is_one_error_line(tmp_path):
+    a = _eval(tmp_path / "a", [1, 0])
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compare_evals.py"), "--out", str(tmp_path / "r.json")]
+        + ["--group", "x", str(a), "--against", "nope"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "--against nope: no such --group" in proc.stderr.strip().splitlines()[-1]

@@ -92,7 +92,7 @@ def test_seeds_table_by_hand(sweep, tmp_path):
     assert lines[3].startswith("| b | 2 | 4 | 50.0% | 37.5 ± 17.7% | -12.5 [")
     assert lines[4].startswith("| c | 1 | 4 | 50.0% | 100.0% (1 run) | +50.0 [")
     ps = [float(x.split("|")[7].replace("<", "")) for x in lines[2:5]]
-    hs = [float(x.split("|")[8].replace("<", "")) for x in lines[2:5]]
+    hs = [float(x.split("|")[8].replace("≤", "")) for x in lines[2:5]]
     assert hs == pytest.approx(sweep.holm(ps), abs=2e-3)
 
 
