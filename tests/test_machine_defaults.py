@@ -66,6 +66,20 @@ def test_an_explicit_cpu_device_is_float32_beside_a_bf16_gpu(gpu):
             "off",
             "off",
         )
+    # GRPO and distill too: from the defaults dicts their commands resolve
+    from reasonmaxxer.analysis.distill import DistillConfig
+    from reasonmaxxer.baselines.grpo import build_grpo_config
+    from reasonmaxxer.config import field_defaults
+
+    assert build_grpo_config().model.gen_dtype == "bfloat16"
+    grpo = build_grpo_config(overrides=on_cpu)
+    assert (grpo.model.gen_dtype, grpo.autocast) == ("float32", "off")
+    distill = resolve(
+        DistillConfig,
+        defaults=field_defaults(DistillConfig),
+        overrides={"device": "cpu", "teacher_adapter": "t"},
+    )
+    assert distill.autocast == "off"
 
 
 def test_explicit_precision_is_kept(native):

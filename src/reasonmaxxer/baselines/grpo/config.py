@@ -12,8 +12,10 @@ from ...config import (
     PromptConfig,
     SampleConfig,
     TrainConfig,
+    as_given,
     build_run_config,
     check_fields,
+    field_defaults,
     resolve,
     to_dict,
 )
@@ -156,7 +158,12 @@ def grpo_defaults() -> dict:
     GRPO and ReasonMaxxer sample the same way unless a flag says otherwise."""
     run = build_run_config()
     sample = {name: getattr(run.sample, key) for name, key in FROM_SAMPLE.items()}
-    return to_dict(GRPORunConfig(model=run.model, prompt=run.prompt, **sample))
+    data = to_dict(GRPORunConfig(model=run.model, prompt=run.prompt, **sample))
+    # the precisions stay as given (auto) until the user's --device is known: resolved here,
+    # `grpo --device cpu` on a bf16 GPU machine kept the GPU's bfloat16
+    data["model"]["gen_dtype"] = as_given(run)["model"]["gen_dtype"]
+    data["autocast"] = field_defaults(GRPORunConfig)["autocast"]
+    return data
 
 
 def build_grpo_config(user_yaml: str | None = None, overrides: dict | None = None) -> GRPORunConfig:
