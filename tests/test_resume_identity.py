@@ -155,6 +155,40 @@ def test_stage_keys_follow_file_contents_and_weights_not_names(tmp_path, tiny_mo
     assert all(moved[name] != both[name] for name in both)
 
 
+def test_the_fingerprint_reads_every_byte_of_every_shard(tmp_path, cache_dir):
+    """A merged adapter changes attention weights far from the start of the file, where the
+    embeddings sit unchanged; a sharded checkpoint's later shards matter as much as its
+    first. Both changed the old fingerprint (size + first 16 MiB of the first shard) not."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    first = folder / "model-00001-of-00002.safetensors"
+    first.write_bytes(bytes(17 << 20))  # 17 MiB of zeros
+    (folder / "model-00002-of-00002.safetensors").write_bytes(b"shard two")
+    before = models.model_fingerprint(str(folder))
+    with open(first, "r+b") as f:  # the last byte, same size
+        f.seek((17 << 20) - 1)
+        f.write(b"\x01")
+    after_first = models.model_fingerprint(str(folder))
+    (folder / "model-00002-of-00002.safetensors").write_bytes(b"shard 2!!")  # same size
+    after_second = models.model_fingerprint(str(folder))
+    assert len({before, after_first, after_second}) == 3
+    # remembered by path, size and mtime: the same stat is not read again
+    store = json.loads((cache_dir / models.FINGERPRINTS).read_text())
+    assert any(k.startswith(str(first.resolve())) for k in store)
+    st = first.stat()
+    first.write_bytes(bytes(17 << 20))
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert models.model_fingerprint(str(folder)) == after_second
+    # a copy elsewhere holds the same weights: the same fingerprint
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "model.safetensors").write_bytes(b"weights")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes(b"weights")
+    assert models.model_fingerprint(str(single)) == models.model_fingerprint(str(copy))
+
+
 def test_an_edited_training_file_does_not_reuse_its_rollouts(tmp_path, tiny_model_dir):
     sets = (*_sets(tmp_path), "sample.max_new_tokens=2", "model.gen_dtype=float32")
     run_dir = tmp_path / "run"

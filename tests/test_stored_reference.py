@@ -123,9 +123,8 @@ def test_stored_reference_only_without_kl_positions_and_for_the_same_forward(
     assert not stored_reference(_selection(tok, key="other"), cfg)
     bare = [{k: v for k, v in r.items() if k != "ref_logp"} for r in _selection(tok, key=key)]
     assert not stored_reference(bare, cfg)
-    # Another folder whose weights fingerprint the same (here: a copy; in a round, a policy
-    # whose merged adapter left the fingerprinted start of the file as it was) is another
-    # model: its log-probs are not π_ref's.
+    # Another folder whose weights fingerprint the same (a copy) is another model as far as
+    # the stored log-probs go: π_ref is the model the config names.
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model_dir, copy)
     other = _cfg(copy)

