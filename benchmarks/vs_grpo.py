@@ -18,8 +18,9 @@ Steps, each skipped when its output already exists, so an interrupted comparison
    ``rm/round{r}/``, each resampling from the previous round's policy).
 2. ``reasonmaxxer grpo --out WORK/grpo --max-minutes M``: GRPO with a periodic greedy pass@1 on
    the first ``--eval-limit`` eval problems (the accuracy-vs-wall-time curve).
-3. Every round's ReasonMaxxer adapter through that same periodic-eval procedure (fp32 weights,
-   bf16 autocast, greedy, same subset), so the two curves compare like with like.
+3. Every round's ReasonMaxxer adapter through that same periodic-eval procedure (GRPO's
+   precision: float32 weights, bf16 autocast only where ``auto`` picks it, on a CUDA GPU;
+   greedy; same subset), so the two curves compare like with like.
 4. ``eval`` of GRPO's final adapter with the ReasonMaxxer run's eval config (the full eval set,
    greedy and avg@k), paired with the base and ReasonMaxxer evals of step 1.
 
