@@ -29,8 +29,9 @@ r >= 2 the ``policy`` stage (adapter r-1 folded into the weights round r samples
 are measurement and are not counted, on either side.
 
 Writes ``OUT/vs_grpo.json`` (every number, the commands, versions), ``OUT/vs_grpo.md`` (the
-tables and the race: ReasonMaxxer's time to GRPO's final accuracy, and where its rounds curve
-flattens) and ``OUT/vs_grpo.png`` (accuracy vs training wall time, both curves, base as a line).
+tables and the race: ReasonMaxxer's time to GRPO's final accuracy, where its rounds curve
+flattens, and each round's training problems as its sampling policy saw them) and
+``OUT/vs_grpo.png`` (accuracy vs training wall time, both curves, base as a line).
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ from pathlib import Path
 
 from vs_grpo_race import (  # benchmarks/vs_grpo_race.py, next to this script
     pct,
+    pool_table,
     race,
     race_lines,
     round_costs,
     round_curve,
+    round_pool,
     rounds_table,
     sampling,
     time_to_reach,
@@ -174,6 +177,12 @@ def _methods(work: Path, rm_m: dict, g_m: dict, bench: str, rm_r1: dict) -> dict
     return methods
 
 
+def _pool(rm: Path, r: int) -> dict | None:
+    """:func:`round_pool` of round ``r``'s selection, when the run folder has it."""
+    path = round_dir(rm, r) / "selection.json"
+    return round_pool(read_json(path)) if path.is_file() else None
+
+
 def summarize(work: Path, commands: list[str]) -> dict:
     rm, grpo = work / "rm", work / "grpo"
     rm_m, g_m = read_json(rm / "manifest.json"), read_json(grpo / "manifest.json")
@@ -210,6 +219,7 @@ def summarize(work: Path, commands: list[str]) -> dict:
         "time_to_reach": ratio,
         "rounds": rounds,
         "race": race(rounds, curve),
+        "pools": [_pool(rm, r["round"]) for r in rounds],
         "sampling": sampling(rm_m["config"], g_m["config"]),
         "paired_tests": tests,
         "grpo_curve": curve,
@@ -286,6 +296,8 @@ def table(s: dict) -> str:
     """The whole markdown: methods side by side, GRPO's time to ReasonMaxxer round 1, paired
     tests, then the rounds and the race."""
     parts = [*_methods_table(s), "", *_reach_lines(s), "", *rounds_table(s), "", *race_lines(s)]
+    if any(p is not None for p in s.get("pools") or []):
+        parts += ["", *pool_table(s)]
     return "\n".join(parts) + "\n"
 
 

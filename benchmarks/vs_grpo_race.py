@@ -119,6 +119,59 @@ def race(rounds: list[dict], grpo_curve: list[dict]) -> dict:
     }
 
 
+def round_pool(selection: dict) -> dict:
+    """What a round's sampling policy left to learn from, from its ``selection.json``: the
+    training problems solved by all ``k`` rollouts, by none, and by some (the mixed-success
+    pool selection draws from), the policy's mean pass rate over them, and the mean base
+    entropy of the kept rollouts' tokens (nats)."""
+    hist, k = selection["pass_count_hist"], selection["k"]
+    total = sum(hist)
+    return {
+        "problems": total,
+        "all_right": hist[k],
+        "none_right": hist[0],
+        "mixed": total - hist[k] - hist[0],
+        "kept": selection["problems_kept"],
+        "mean_pass": sum(c * n for c, n in enumerate(hist)) / (k * total) if total else None,
+        "entropy_mean": selection.get("entropy_mean"),
+    }
+
+
+def pool_table(s: dict) -> list[str]:
+    """Per round, the training problems as its sampling policy saw them (markdown rows)."""
+    rows = [
+        "| round | sampled from | mean pass rate on the training problems | all k right | "
+        "none right | mixed (kept) | mean token entropy of the kept rollouts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r, p in enumerate(s["pools"], start=1):
+        if p is None:
+            continue
+        source = "base" if r == 1 else f"round {r - 1}'s policy"
+        ent = "-" if p["entropy_mean"] is None else f"{p['entropy_mean']:.2f}"
+        rows.append(
+            f"| {r} | {source} | {pct(p['mean_pass'])} | {p['all_right']} | {p['none_right']} | "
+            f"{p['mixed']} ({p['kept']}) | {ent} |"
+        )
+    return rows
+
+
+def why_flat(s: dict) -> str | None:
+    """The flattening round's pool against round 1's, in words (None when the curve has not
+    flattened or either pool is unknown)."""
+    f, pools = s["race"]["flattens_at_round"], s.get("pools") or []
+    if not f or len(pools) < f or pools[0] is None or pools[f - 1] is None:
+        return None
+    a, b = pools[0], pools[f - 1]
+    return (
+        f"What round {f} had to learn from, against round 1 (table below): the sampling "
+        f"policy's mean pass rate on the {b['problems']} training problems "
+        f"{pct(a['mean_pass'])} → {pct(b['mean_pass'])}; solved by all k rollouts "
+        f"{a['all_right']} → {b['all_right']}; mixed success {a['mixed']} → {b['mixed']}; "
+        f"never solved {a['none_right']} → {b['none_right']}."
+    )
+
+
 def sampling(rm_cfg: dict, grpo_cfg: dict) -> dict:
     """Both methods' rollout temperature and top-p as run (from their resolved configs)."""
     s = {
@@ -176,6 +229,8 @@ def race_lines(s: dict) -> list[str]:
         if f
         else f"The rounds curve has not flattened within {len(s['rounds'])} round(s)."
     )
+    if why := why_flat(s):
+        lines.append(why)
     g, r = smp["grpo"], smp["reasonmaxxer"]
     lines.append(
         f"Rollout sampling: GRPO T = {g['temperature']} / top-p {g['top_p']}, ReasonMaxxer T = "

@@ -161,6 +161,15 @@ ROUND_STAGES = {
 N_RIGHT = {1: 7, 2: 13, 3: 14}  # the first N of the 20 subset problems right: 35%, 65%, 70%
 
 
+# Each round's selection over 10 training problems at k = 4 (round 3 has none on disk):
+# round 1: pass counts 0,0,0,1,2,2,3,4,4,4 -> 3 never, 3 always, 4 mixed, mean 20/40 = 50%;
+# round 2: 0,1,4,4,4,4,4,4,4,4 -> 1 never, 8 always, 1 mixed, mean 33/40 = 82.5%.
+SELECTIONS = {
+    1: {"pass_count_hist": [3, 1, 2, 1, 3], "k": 4, "problems_kept": 4, "entropy_mean": 0.61},
+    2: {"pass_count_hist": [1, 1, 0, 0, 8], "k": 4, "problems_kept": 1, "entropy_mean": 0.305},
+}
+
+
 def _rounds_work(tmp_path: Path) -> Path:
     full = {1: 0.75, 2: 0.8, 3: 0.85}
     entries = [{"round": r, "comparison": {BENCH: {"adapter_pass@1": full[r]}}} for r in (1, 2, 3)]
@@ -175,13 +184,15 @@ def _rounds_work(tmp_path: Path) -> Path:
         correct = {BENCH: {f"q{i}": i < right for i in range(20)}}
         rec = {"metrics": {KEY: right / 20}, "benchmarks": {BENCH: {"n": 20}}, "correct": correct}
         _write(work / name, rec)
+    for r, sel in SELECTIONS.items():
+        _write(work / "rm" / ("" if r == 1 else f"round{r}") / "selection.json", sel)
     grpo = json.loads((work / "grpo" / "manifest.json").read_text())
     grpo["config"] = {"temperature": 1.0, "top_p": 1.0}
     _write(work / "grpo" / "manifest.json", grpo)
     return work
 
 
-def test_rounds_curve_race_and_table(vs, tmp_path):
+def test_rounds_curve_race_and_table(vs, rc, tmp_path):
     s = vs.summarize(_rounds_work(tmp_path), ["cmd"])
     rounds = s["rounds"]
     assert [r["round_s"] for r in rounds] == [200.0, 200.0, 180.0]
@@ -213,6 +224,27 @@ def test_rounds_curve_race_and_table(vs, tmp_path):
     assert "in round 2, after 6.7 min: **0.44x** GRPO's time (target <= 0.20x: not met)" in md
     assert "flattens at round 3" in md and "**different**" in md
     assert "ReasonMaxxer (round 1)" in md
+    p1, p2, p3 = s["pools"]
+    assert p1 == {
+        "problems": 10,
+        "all_right": 3,
+        "none_right": 3,
+        "mixed": 4,
+        "kept": 4,
+        "mean_pass": 0.5,
+        "entropy_mean": 0.61,
+    }
+    assert (p2["all_right"], p2["none_right"], p2["mixed"], p2["mean_pass"]) == (8, 1, 1, 0.825)
+    assert p3 is None
+    assert "| 2 | round 1's policy | 82.5% | 8 | 1 | 1 (1) | 0.30 |" in md
+    # the curve flattens at round 3, whose pool is unknown: no sentence about it
+    assert "What round" not in md
+    s["race"]["flattens_at_round"] = 2
+    assert rc.why_flat(s) == (
+        "What round 2 had to learn from, against round 1 (table below): the sampling policy's "
+        "mean pass rate on the 10 training problems 50.0% → 82.5%; solved by all k rollouts "
+        "3 → 8; mixed success 4 → 1; never solved 3 → 1."
+    )
     vs.plot(s, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
