@@ -34,13 +34,13 @@ from reasonmaxxer.eval.comparison import load_correct  # noqa: E402
 from reasonmaxxer.io import atomic_write_text  # noqa: E402
 from reasonmaxxer.stats import (  # noqa: E402
     format_p,
-    holm,
+    holm_bootstrap,
     mcnemar_exact,
     paired_bootstrap,
     welch_t,
 )
 
-N_BOOT = 2000  # paired_bootstrap's default: a p of 0 means p < 1/N_BOOT
+N_BOOT = 2000  # paired_bootstrap's default: a p of 0 means p < 2/N_BOOT
 
 
 def compare(groups: dict[str, list[Path]], against: str | None = None) -> dict:
@@ -75,13 +75,13 @@ def compare(groups: dict[str, list[Path]], against: str | None = None) -> dict:
                 "seed_level": _welch(record["groups"][a]["pass@1"], record["groups"][b]["pass@1"]),
             }
         )
-    # Holm over the pairs shown; a bootstrap p of 0 enters as its bound 1/N_BOOT
-    raw = [p["seed_averaged"]["p_value"] for p in record["pairs"]]
-    for p, adj, r in zip(
-        record["pairs"], holm([max(x, 1 / N_BOOT) for x in raw]), raw, strict=True
-    ):
+    # Holm over the pairs shown; a bootstrap p of 0 enters as its bound 2/N_BOOT
+    adjusted, bounded = holm_bootstrap(
+        [p["seed_averaged"]["p_value"] for p in record["pairs"]], N_BOOT
+    )
+    for p, adj, is_bound in zip(record["pairs"], adjusted, bounded, strict=True):
         p["seed_averaged"]["holm_p"] = adj
-        p["seed_averaged"]["holm_p_is_bound"] = r == 0
+        p["seed_averaged"]["holm_p_is_bound"] = is_bound
     return record
 
 

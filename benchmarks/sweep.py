@@ -49,7 +49,7 @@ from reasonmaxxer.method.pipeline import check_disjoint
 from reasonmaxxer.method.sampling import sample, sampler_settings, settings_hash
 from reasonmaxxer.method.selection import select
 from reasonmaxxer.method.training import ADAPTER, train
-from reasonmaxxer.stats import format_p, holm, paired_bootstrap
+from reasonmaxxer.stats import format_p, holm_bootstrap, paired_bootstrap
 
 N_BOOT = 2000
 
@@ -146,18 +146,18 @@ def seeds_table(rows: list[dict], out: Path) -> str:
         sd = statistics.stdev(accs) if len(accs) > 1 else None  # n - 1 in the denominator
         base_acc = statistics.mean(base[k] for k in keys)
         stats.append((name, len(runs), len(keys), base_acc, statistics.mean(accs), sd, test))
-    # a bootstrap p of 0 means p < 1/N_BOOT: it enters Holm as that bound, shown "≤"
-    adjusted = holm([max(t["p_value"], 1 / N_BOOT) for *_, t in stats])
+    # a bootstrap p of 0 means p < 2/N_BOOT: it enters Holm as that bound, shown "≤"
+    adjusted, bounded = holm_bootstrap([t["p_value"] for *_, t in stats], N_BOOT)
     lines = [
         "| variant | seeds | n | base pass@1 | pass@1 mean ± sd | Δ [95% CI] | bootstrap p | Holm p |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (name, k, n, b, mean, sd, t), adj in zip(stats, adjusted, strict=True):
+    for (name, k, n, b, mean, sd, t), adj, is_bound in zip(stats, adjusted, bounded, strict=True):
         lo, hi = t["ci95"]
         lines.append(
             f"| {name} | {k} | {n} | {100 * b:.1f}% | {_mean_sd(mean, sd)} | "
             f"{100 * t['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
-            f"{format_p(t['p_value'], N_BOOT)} | {'≤ ' * (t['p_value'] == 0)}{format_p(adj)} |"
+            f"{format_p(t['p_value'], N_BOOT)} | {'≤ ' * is_bound}{format_p(adj)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -72,12 +72,13 @@ def test_against_one_group_with_holm_by_hand(tmp_path):
     record = mod.compare(groups, against="base")
     assert [p["groups"] for p in record["pairs"]] == [["base", "x"], ["base", "y"]]
     sx, sy = (p["seed_averaged"] for p in record["pairs"])
-    # x beats the base on every problem: no resample reaches 0, p 0, entered as 1/2000; y is
-    # the base: every difference 0, p 1. Holm: 2 x 1/2000 = 0.001 and max(0.001, 1) = 1.
+    # x beats the base on every problem: no resample reaches 0, p 0, entered as its bound
+    # 2/2000; y is the base: every difference 0, p 1. Holm: 2 x 0.001 = 0.002 and
+    # max(0.002, 1) = 1.
     assert (sx["diff"], sx["p_value"], sy["diff"], sy["p_value"]) == (1.0, 0.0, 0.0, 1.0)
-    assert sx["holm_p"] == pytest.approx(0.001) and sx["holm_p_is_bound"]
+    assert sx["holm_p"] == pytest.approx(0.002) and sx["holm_p_is_bound"]
     assert sy["holm_p"] == 1.0 and not sy["holm_p_is_bound"]
-    assert "| ≤ 0.001 |" in mod.markdown(record)
+    assert "| ≤ 0.002 |" in mod.markdown(record)
     assert len(mod.compare(groups)["pairs"]) == 3  # without --against: every pair
 
 

@@ -165,7 +165,8 @@ def test_summarize_metrics():
 def test_format_p():
     from reasonmaxxer.stats import format_p
 
-    assert format_p(0.0, 2000) == "<5e-04"  # no bootstrap resample on the far side of 0
+    # no bootstrap resample on the far side of 0: one would have made p = 2 / 2000
+    assert format_p(0.0, 2000) == "<1e-03"
     assert format_p(0.0) == "0"  # an exact test's 0 stays 0
     assert format_p(0.0893) == "0.089"
     assert format_p(1.74e-9) == "1.7e-09"
@@ -232,3 +233,18 @@ def test_welch_t_by_hand():
     assert 0.05 < r["p_value"] < 0.15  # t 2.32 on ~2.9 df: between the 10% and 5% points
     with pytest.raises(ValueError):
         welch_t([1], [2, 3])
+
+
+def test_holm_bootstrap_enters_a_zero_as_its_bound_and_flags_what_rests_on_it():
+    from reasonmaxxer.stats import holm_bootstrap
+
+    # n_boot 2000: a 0 is "below 2/2000 = 0.001". [0, 0.5]: Holm of [0.001, 0.5] is
+    # [2 x 0.001, max(0.002, 0.5)] = [0.002, 0.5]; only the first rests on the bound.
+    adj, bound = holm_bootstrap([0.0, 0.5], 2000)
+    assert adj == pytest.approx([0.002, 0.5]) and bound == [True, False]
+    # [0, 0, 0.001]: every p is 0.001 with the bounds in, so Holm gives 3 x 0.001 to all three;
+    # with the bounds at 0 the third would be 0.001: it rests on them through the running max
+    adj, bound = holm_bootstrap([0.0, 0.0, 0.001], 2000)
+    assert adj == pytest.approx([0.003, 0.003, 0.003]) and bound == [True, True, True]
+    adj, bound = holm_bootstrap([0.01, 0.04], 2000)  # no 0: plain Holm, nothing flagged
+    assert adj == pytest.approx([0.02, 0.04]) and bound == [False, False]

@@ -9,6 +9,7 @@ import pytest
 from conftest import load_benchmark_script, sample_config
 
 from reasonmaxxer.config import as_given, build_run_config
+from reasonmaxxer.stats import holm
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_seeds_table_by_hand(sweep, tmp_path):
     assert lines[4].startswith("| c | 1 | 4 | 50.0% | 100.0% (1 run) | +50.0 [")
     ps = [float(x.split("|")[7].replace("<", "")) for x in lines[2:5]]
     hs = [float(x.split("|")[8].replace("≤", "")) for x in lines[2:5]]
-    assert hs == pytest.approx(sweep.holm(ps), abs=2e-3)
+    assert hs == pytest.approx(holm(ps), abs=2e-3)
 
 
 def _sample_cfg(model_dir, n: int, **kw):

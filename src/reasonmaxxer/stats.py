@@ -153,11 +153,28 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def bootstrap_p_bound(n_boot: int) -> float:
+    """What a :func:`paired_bootstrap` p of 0 stands for: its smallest non-zero value is
+    2 / n_boot (one resample on the far side of 0, doubled), so 0 means p below that."""
+    return 2 / n_boot
+
+
+def holm_bootstrap(p_values: Sequence[float], n_boot: int) -> tuple[list[float], list[bool]]:
+    """:func:`holm` over :func:`paired_bootstrap` p-values, each 0 entering as its bound
+    (:func:`bootstrap_p_bound`); with a flag per adjusted p that rests on such a bound (it
+    would be smaller with the bound at 0, through the 0 itself or Holm's running maximum), so
+    it is an upper bound and should be shown as one."""
+    bound = bootstrap_p_bound(n_boot)
+    upper = holm([bound if p == 0 else p for p in p_values])
+    lower = holm(list(p_values))
+    return upper, [u != lo for u, lo in zip(upper, lower, strict=True)]
+
+
 def format_p(p: float | None, n_boot: int | None = None) -> str:
-    """A p-value for people. A bootstrap with no resample on the far side of 0 has p < 1/n_boot,
-    which is what is shown instead of 0."""
+    """A p-value for people. A bootstrap with no resample on the far side of 0 has p below
+    :func:`bootstrap_p_bound` (2 / n_boot), which is what is shown instead of 0."""
     if p is None:
         return "–"
     if n_boot and p == 0:
-        return f"<{1 / n_boot:.0e}"
+        return f"<{bootstrap_p_bound(n_boot):.0e}"
     return f"{p:.2g}" if p < 0.01 else f"{p:.3f}".rstrip("0").rstrip(".") if p < 1 else "1"
