@@ -141,3 +141,15 @@ def test_heldout_spec_parses():
 
     probs = load_benchmark("arith:level=2,n=5,style=heldout")
     assert [p.benchmark for p in probs] == ["arith-l2-eval-heldout"] * 5
+
+
+def test_heldout_templates_share_nothing_with_the_training_styles():
+    """Template by template, not only text by text: no held-out wording is one of its
+    family's word templates, and none writes an operator symbol as ``expr`` does."""
+    from reasonmaxxer.eval.arith import _LEVEL_FAMILIES
+
+    for families in _LEVEL_FAMILIES.values():
+        for fam in families:
+            assert fam.heldout and set(fam.heldout).isdisjoint(fam.words), fam.op
+            for template in fam.heldout:
+                assert not re.search(r"[+*=]|\d\s*-\s*\d|\}\s*-\s*\{", template), template

@@ -137,39 +137,39 @@ _ADD_HELD = (
     "Add {b} to {a}. What number do you get?",
     "{name} walked {a} km on Saturday and {b} km on Sunday. "
     "How many km did {name} walk over the weekend?",
-    "There are {A} in a bowl. {friend} drops in another {b}. How many {objs} are in the bowl?",
+    "A bowl holds {A}. {friend} drops in another {b}. How many {objs} are in the bowl now?",
 )
 _SUB_HELD = (
     "What is {a} minus {b}?",
     "Subtract {b} from {a}.",
     "What number is {b} less than {a}?",
-    "{name} had {a} dollars and spent {b} dollars on lunch. "
-    "How many dollars does {name} have left?",
-    "There are {A} in a bowl. {friend} removes {b} of them. How many {objs} remain in the bowl?",
+    "{name} had ${a} and spent ${b} on lunch. How many dollars does {name} have left?",
+    "A bowl holds {A}. {friend} takes out {b}. How many {objs} remain in the bowl?",
 )
 _ADD_ADD_HELD = (
     "What is {a} plus {b} plus {c}?",
     "Find the total of {a}, {b} and {c}.",
-    "{name} read {a} pages on Monday, {b} on Tuesday and {c} on Wednesday. "
+    "{name}'s reading log shows {a}, {b} and {c} pages for Monday, Tuesday and Wednesday. "
     "How many pages did {name} read?",
 )
 _ADD_SUB_HELD = (
     "Start with {a}, add {b}, then subtract {c}. What is the result?",
-    "{name} had {a} dollars, earned {b} more and spent {c}. How many dollars does {name} have now?",
+    "{name} had ${a}, earned ${b} more and spent ${c}. How many dollars does {name} have now?",
 )
 _SUB_ADD_HELD = (
     "Start with {a}, subtract {b}, then add {c}. What is the result?",
-    "A bus has {a} passengers. At a stop {b} get off and {c} get on. "
+    "A bus carries {a} passengers. At a stop it lets off {b} and takes on {c}. "
     "How many passengers are on the bus now?",
 )
 _SUB_SUB_HELD = (
     "Start with {a}, subtract {b}, then subtract {c}. What is the result?",
-    "A bus has {a} passengers. {b} get off at the first stop and {c} at the second. "
+    "A bus carries {a} passengers. It lets off {b} at the first stop and {c} at the second. "
     "How many passengers are still on the bus?",
 )
 _MUL_ADD_HELD = (
     "Multiply {a} by {b}, then add {c}. What do you get?",
-    "A theatre has {a} rows of {b} seats and {c} extra chairs. How many seats are there in all?",
+    "A theatre has {a} rows of {b} seats and {c} extra chairs. "
+    "How many places to sit are there in all?",
 )
 _MUL_SUB_HELD = (
     "Multiply {a} by {b}, then subtract {c}. What do you get?",
