@@ -172,21 +172,29 @@ def test_the_fingerprint_reads_every_byte_of_every_shard(tmp_path, cache_dir):
     (folder / "model-00002-of-00002.safetensors").write_bytes(b"shard 2!!")  # same size
     after_second = models.model_fingerprint(str(folder))
     assert len({before, after_first, after_second}) == 3
-    # remembered by path, size and mtime: the same stat is not read again
-    store = json.loads((cache_dir / models.FINGERPRINTS).read_text())
-    assert any(k.startswith(str(first.resolve())) for k in store)
-    st = first.stat()
-    first.write_bytes(bytes(17 << 20))
-    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert models.model_fingerprint(str(folder)) == after_second
     # a copy elsewhere holds the same weights: the same fingerprint
     single = tmp_path / "single"
     single.mkdir()
-    (single / "model.safetensors").write_bytes(b"weights")
+    weights = single / "model.safetensors"
+    weights.write_bytes(b"weights")
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / "model.safetensors").write_bytes(b"weights")
-    assert models.model_fingerprint(str(single)) == models.model_fingerprint(str(copy))
+    true = models.model_fingerprint(str(single))
+    assert true == models.model_fingerprint(str(copy))
+    # remembered: an unchanged file's fingerprint comes from the store, not from its bytes
+    store_path = cache_dir / models.FINGERPRINTS
+    store = json.loads(store_path.read_text())
+    (key,) = [k for k in store if k.startswith(str(weights.resolve()) + "|")]
+    store_path.write_text(json.dumps({**store, key: "from-the-store"}))
+    assert models.model_fingerprint(str(single)) == "from-the-store"
+    # rewritten with the same size and its old mtime put back (as cp -p or rsync -a do): the
+    # change time still moves, so the file is hashed again
+    st = weights.stat()
+    weights.write_bytes(b"WEIGHTS")
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    changed = models.model_fingerprint(str(single))
+    assert changed not in ("from-the-store", true)
 
 
 def test_an_edited_training_file_does_not_reuse_its_rollouts(tmp_path, tiny_model_dir):
