@@ -203,7 +203,8 @@ def test_an_edited_training_file_does_not_reuse_its_rollouts(tmp_path, tiny_mode
     sample(run_dir, _cfg(tiny_model_dir, sets))
     train = tmp_path / "train.jsonl"
     train.write_text(train.read_text().replace("What is 0 + 1?", "What is 0 + 2?"))
-    with pytest.raises(UserError, match="was sampled with different settings"):
+    # the message names what differs, from the settings sample.json recorded
+    with pytest.raises(UserError, match=r"different settings \(differs in train_data\)"):
         sample(run_dir, _cfg(tiny_model_dir, sets))
     # ... and `run` refuses the folder before writing anything into it.
     config = run_dir / "config.yaml"
@@ -212,6 +213,21 @@ def test_an_edited_training_file_does_not_reuse_its_rollouts(tmp_path, tiny_mode
     with pytest.raises(UserError, match="was sampled with different settings"):
         run(_cfg(tiny_model_dir, sets), run_dir)
     assert config.read_bytes() == before
+
+
+def test_a_refusal_for_the_model_fingerprint_alone_says_why(tmp_path):
+    """A folder sampled before the whole-file fingerprint differs in that key only."""
+    from reasonmaxxer.method.sampling import _what_differs
+
+    settings = {"model": "m", "model_fingerprint": "new", "k": 8, "prompt": {"chat": "auto"}}
+    (tmp_path / "sample.json").write_text(
+        json.dumps({"settings": {**settings, "model_fingerprint": "old"}})
+    )
+    said = _what_differs(tmp_path, settings)
+    assert said.startswith("differs in model_fingerprint: ") and "before 2026-12-07" in said
+    (tmp_path / "sample.json").write_text(json.dumps({"settings": {**settings, "k": 4}}))
+    assert _what_differs(tmp_path, settings) == "differs in k"
+    assert _what_differs(tmp_path / "none", settings).startswith("model, data, k")
 
 
 def test_a_refused_resume_keeps_config_yaml(tmp_path):

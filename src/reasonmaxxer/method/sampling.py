@@ -9,6 +9,7 @@ the rollouts an uninterrupted run would have produced.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from ..eval.grading import grade
 from ..eval.problem import Problem
 from ..eval.prompting import build_prompt
 from ..generation import SamplingParams, make_generator
-from ..io import append_jsonl, atomic_write_json, atomic_write_jsonl, identity_hash, iter_jsonl
+from ..io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_jsonl,
+    identity_hash,
+    iter_jsonl,
+    read_json,
+)
 from ..runinfo import Timer
 from ..scaleout.parts import absorb_parts, chunk_seed, clear_parts
 from ..stats import pass_count_hist, pass_rates
@@ -65,29 +73,56 @@ def settings_hash(settings: dict) -> str:
     return identity_hash(settings)
 
 
-def _rollouts_on_disk(path: Path, shash: str) -> list[dict]:
-    """The complete rows of ``path``; rows made with other settings are a UserError."""
+def _rollouts_on_disk(path: Path, shash: str, settings: dict | None = None) -> list[dict]:
+    """The complete rows of ``path``; rows made with other settings are a UserError (naming
+    the settings that differ when ``settings``, the hashed ones, are given)."""
     if not path.is_file():
         return []
     rows = list(iter_jsonl(path, tolerate_torn_tail=True))
     if any(row.get("settings_hash") != shash for row in rows):
         raise UserError(
-            f"{path} was sampled with different settings (model, data, k, temperature, seed, "
-            "...); use a new --out folder or delete the file"
+            f"{path} was sampled with different settings ({_what_differs(path.parent, settings)}); "
+            "use a new --out folder or delete the file"
         )
     return rows
+
+
+def _what_differs(run_dir: Path, settings: dict | None) -> str:
+    """The sampler settings that differ from those ``run_dir/sample.json`` recorded, for the
+    refusal's message (the generic list when either side is unknown)."""
+    generic = "model, data, k, temperature, seed, ..."
+    try:
+        before = read_json(run_dir / "sample.json")["settings"]
+    except (UserError, OSError, ValueError, KeyError, TypeError):  # none, or unreadable
+        return generic
+    if settings is None or not isinstance(before, dict):
+        return generic
+    settings = json.loads(json.dumps(settings))  # as sample.json holds them (lists, not tuples)
+    names = sorted(k for k in before.keys() | settings.keys() if before.get(k) != settings.get(k))
+    if not names:
+        return generic
+    hint = ""
+    if names == ["model_fingerprint"]:
+        hint = (
+            ": the same model name with other weights, or a folder sampled before 2026-12-07, "
+            "when only the first 16 MiB of the weights were fingerprinted"
+        )
+    return "differs in " + ", ".join(names) + hint
 
 
 def check_resumable(run_dir: str | Path, cfg: RunConfig) -> None:
     """Refuse, before anything is written or loaded, a run folder whose rollouts were made
     with other settings (a UserError; nothing is changed)."""
-    _rollouts_on_disk(Path(run_dir) / ROLLOUTS, settings_hash(sampler_settings(cfg)))
+    settings = sampler_settings(cfg)
+    _rollouts_on_disk(Path(run_dir) / ROLLOUTS, settings_hash(settings), settings)
 
 
-def load_finished_chunks(path: Path, expected: dict[int, int], shash: str) -> dict[int, list[dict]]:
+def load_finished_chunks(
+    path: Path, expected: dict[int, int], shash: str, settings: dict | None = None
+) -> dict[int, list[dict]]:
     """Rows of every complete chunk on disk; ``expected`` maps chunk -> number of rows."""
     by_chunk: dict[int, list[dict]] = defaultdict(list)
-    for row in _rollouts_on_disk(path, shash):
+    for row in _rollouts_on_disk(path, shash, settings):
         by_chunk[row["chunk"]].append(row)
     done = {}
     for c, rows in by_chunk.items():
@@ -174,7 +209,7 @@ def sample(run_dir: str | Path, cfg: RunConfig, *, problems: list[Problem] | Non
         settings = sampler_settings(cfg)
         shash = settings_hash(settings)
         path = run_dir / ROLLOUTS
-        done = load_finished_chunks(path, expected, shash)  # refuses other settings first
+        done = load_finished_chunks(path, expected, shash, settings)  # refuses other settings
         done = absorb_parts(run_dir, "sample", done, expected, shash)  # left by Ray workers
         gen, tok, info = make_sampler(cfg)
         # Rewrite without torn or partial chunks, so appends continue from a clean file.
