@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
-# The float32 headline rows of issue 13 on the default task, three seeds each, as run on
-# 2026-12-07 (two of these lines at a time, one thread each, on a 2-core CPU; ~2.5 h).
+# The float32 headline rows of issue 13 on the default task, three seeds each.
 #   bash benchmarks/headline_fp32.sh [WORK]        (default WORK: runs)
+# This script runs the steps one after another (~5 h on one core). On 2026-12-07 the same
+# commands ran two at a time by hand on a 2-core CPU, one thread each: GRPO beside the
+# ReasonMaxxer seeds, then the gate runs beside the last seed, then the held-out evals.
 # Seed i = 0, 1, 2 moves sampling (42 + i), selection and training (i) together. Base greedy
-# eval does not depend on the seed: each run folder gets seed 42's copy and skips that stage.
-# The paper's gate (entropy top 10%) reuses each seed's rollouts and entropies, so it differs
-# from the default in selection and training only. Every command resumes where it stopped.
+# eval does not depend on the seed: each run folder gets seed 42's copy and its stage record,
+# so it skips that stage. The paper's gate (entropy top 10%) reuses each seed's rollouts and
+# entropies, so it differs from the default in selection and training only. Every command
+# resumes where it stopped.
 set -euo pipefail
 W=${1:-runs}
 mkdir -p "$W/seeds" "$W/heldout"
 rm_() { reasonmaxxer run --threads 1 "$@"; }
+share() {  # share DEST SRC STAGE...: SRC's record of each STAGE in DEST/stages.json, so `run`
+  # skips it there (its key is the same: no seed enters eval_base, and the gate folders sample
+  # with their source's settings); a folder that has started is left alone
+  python - "$@" <<'PY'
+import json, sys
+from pathlib import Path
+dest, src, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+if not (dest / "config.yaml").exists():
+    have = json.loads((src / "stages.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "stages.json").write_text(json.dumps({n: have[n] for n in names}, indent=1))
+PY
+}
 
 # 1. The race (seed 42, rounds 1-2) and GRPO (60 min), side by side: benchmarks/vs_grpo.py runs
 #    `reasonmaxxer run --out $W/vs/rm --rounds 2 --threads 1` and `reasonmaxxer grpo ...` itself
@@ -19,6 +35,7 @@ python benchmarks/vs_grpo.py --work "$W/vs" --out benchmarks/results/vs_grpo_fp3
 # 2. Seeds 43 and 44 of the default with two rounds
 for i in 1 2; do
   s=$((42 + i)); d=$W/seeds/s$s
+  share "$d" "$W/vs/rm" eval_base
   mkdir -p "$d/eval"; [ -d "$d/eval/base" ] || cp -r "$W/vs/rm/eval/base" "$d/eval/base"
   rm_ --out "$d" --rounds 2 --set sample.seed=$s --set select.seed=$i --set train.seed=$i
 done
@@ -26,6 +43,7 @@ done
 # 3. The paper's gate on each seed's rollouts
 for i in 0 1 2; do
   s=$((42 + i)); src=$([ $i = 0 ] && echo "$W/vs/rm" || echo "$W/seeds/s$s"); d=$W/seeds/gate10_s$s
+  share "$d" "$src" eval_base sample
   mkdir -p "$d/eval"; [ -d "$d/eval/base" ] || cp -r "$W/vs/rm/eval/base" "$d/eval/base"
   for f in rollouts.jsonl sample.json entropies.jsonl; do [ -f "$d/$f" ] || cp "$src/$f" "$d/"; done
   rm_ --out "$d" --set sample.seed=$s --set select.seed=$i --set train.seed=$i \

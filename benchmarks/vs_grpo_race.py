@@ -122,8 +122,9 @@ def race(rounds: list[dict], grpo_curve: list[dict]) -> dict:
 def round_pool(selection: dict) -> dict:
     """What a round's sampling policy left to learn from, from its ``selection.json``: the
     training problems solved by all ``k`` rollouts, by none, and by some (the mixed-success
-    pool selection draws from), the policy's mean pass rate over them, and the mean base
-    entropy of the kept rollouts' tokens (nats)."""
+    pool selection draws from), the policy's mean pass rate over them, and the mean entropy
+    (nats) of the kept rollouts' tokens under the model that scored them: the base in round 1,
+    the round's sampling policy after."""
     hist, k = selection["pass_count_hist"], selection["k"]
     total = sum(hist)
     return {

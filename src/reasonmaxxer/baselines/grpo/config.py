@@ -159,8 +159,8 @@ def grpo_defaults() -> dict:
     run = build_run_config()
     sample = {name: getattr(run.sample, key) for name, key in FROM_SAMPLE.items()}
     data = to_dict(GRPORunConfig(model=run.model, prompt=run.prompt, **sample))
-    # the precisions stay as given (auto) until the user's --device is known: resolved here,
-    # `grpo --device cpu` on a bf16 GPU machine kept the GPU's bfloat16
+    # the precisions stay as given (auto) until the user's device is known: resolved here,
+    # `model: {device: cpu}` in a `grpo --config` YAML on a bf16 GPU machine kept bfloat16
     data["model"]["gen_dtype"] = as_given(run)["model"]["gen_dtype"]
     data["autocast"] = field_defaults(GRPORunConfig)["autocast"]
     return data
