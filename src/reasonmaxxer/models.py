@@ -77,10 +77,10 @@ _MAX_FINGERPRINTS = 1024  # the oldest entries go first; a dropped one is hashed
 def _file_fingerprint(path: Path) -> str:
     """sha256 of the whole file (16 hex digits), remembered in ``cache_root()/fingerprints.json``
     by path, size, modification and change times and inode, so a file is read once per change
-    (a 1 GB file takes ~2 s). Until 2026-12-07 only the size and the first 16 MiB were hashed: a merged adapter
-    (a round's policy, a user's merged checkpoint saved over the old one) leaves the
-    embeddings at the start of a safetensors file as they were, so another model kept the
-    fingerprint and its cached entropies and stages."""
+    (a 1 GB file takes ~2 s). Until 2026-12-07 only the size and the first 16 MiB were hashed:
+    a merged adapter (a round's policy, a user's merged checkpoint saved over the old one)
+    leaves the embeddings at the start of a safetensors file as they were, so another model
+    kept the fingerprint and its cached entropies and stages."""
     st = path.stat()
     # ctime too: ``cp -p`` and ``rsync -a`` keep a rewritten file's size and mtime, and no
     # program can set its ctime; the inode catches a file replaced by another
