@@ -164,14 +164,20 @@ def seeds_table(rows: list[dict], out: Path) -> str:
 
 def variant_dict(overrides: dict, base: dict) -> dict:
     """A variant's resolved config: its ``preset`` (the packaged ``default`` unless it names
-    another), then the spec's ``base``, then the variant's other overrides."""
+    another), then the spec's ``base``, then the variant's other overrides.
+
+    A variant is one round (:func:`run_variant` samples from the base, selects, trains and
+    evaluates once), so ``rounds`` is 1 whatever the preset says (the default preset runs two
+    since 2026-12-08); a spec that asks for more is an error."""
     overrides = dict(overrides)
     preset = overrides.pop("preset", "default")
+    if any(int(d.get("rounds", 1)) != 1 for d in (base, overrides)):
+        raise SystemExit("error: a sweep variant runs one round; drop `rounds` from the spec")
     try:
         packaged = as_given(build_run_config(preset=preset))
     except UserError as e:
         raise SystemExit(f"error: {e}") from None
-    return merge(merge(packaged, base), overrides)
+    return merge(merge({**packaged, "rounds": 1}, base), overrides)
 
 
 def reuse_prefix(shared: Path, roll_dir: Path, cfg: RunConfig) -> bool:

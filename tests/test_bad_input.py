@@ -276,7 +276,7 @@ ROWS = [
     row(R + " --config {d}/latin1.yaml", "not UTF-8", "run-yaml-latin1"),
     row(R + " --config {d}/report_map.yaml", "report", "run-yaml-bool-map"),
     row(R + " --set train.lr", "--set", "run-set-no-equals"),
-    row(R + " --set lr=3", "--set", "run-set-no-section"),
+    row(R + " --set lr=3", "unknown key(s) lr", "run-set-no-section"),
     row(R + " --set train.nosuch=1", "unknown key", "run-set-unknown-key"),
     row(R + " --set nosuch.x=1", "unknown key", "run-set-unknown-section"),
     row(R + " --set train.lr=abc", "expected float", "run-set-bad-type"),

@@ -189,12 +189,33 @@ def test_parse_sets():
     assert off.select.max_problems is None
     assert parse_sets(()) == {}
     assert parse_sets(("train.lr=1", "train.lr=2")) == {"train": {"lr": "2"}}  # last one wins
-    for bad in ("lr=3e-4", "train.lr", "trainlr", "=1"):
-        with pytest.raises(UserError, match="--set expects section.key=value"):
+    for bad in ("train.lr", "trainlr", "=1", ".lr=1", "train.=1"):
+        with pytest.raises(UserError, match=r"--set expects \[section.\]key=value"):
             parse_sets((bad,))
+    # A top-level field takes no section; the config names an unknown one.
+    top = parse_sets(("rounds=3", "round_anchor=base", "train.lr=1"))
+    assert top == {"rounds": "3", "round_anchor": "base", "train": {"lr": "1"}}
+    cfg = build_run_config(overrides=top)
+    assert (cfg.rounds, cfg.round_anchor, cfg.train.lr) == (3, "base", 1.0)
+    with pytest.raises(UserError, match="unknown key.*lr"):
+        build_run_config(overrides=parse_sets(("lr=3e-4",)))
+    with pytest.raises(UserError, match="'train' is a section"):
+        parse_sets(("train.lr=1", "train=2"))
+    with pytest.raises(UserError, match="'rounds' is not a section"):
+        parse_sets(("rounds=2", "rounds.x=1"))
     # Types are checked by the config, not by parse_sets.
     with pytest.raises(UserError, match="lr: expected float"):
         build_run_config(overrides=parse_sets(("train.lr=fast",)))
+
+
+def test_default_preset_runs_two_rounds_anchored_to_the_previous_policy():
+    # issue 13: two rounds anchored to round 1's policy beat one round over three seeds
+    # (benchmarks/results/headline_fp32); the authors' recipes stay at one round.
+    cfg = build_run_config()
+    assert (cfg.rounds, cfg.round_from, cfg.round_anchor) == (2, "adapter", "previous")
+    assert build_run_config(preset="paper").rounds == 1
+    assert build_run_config(preset="qwen2.5-1.5b").rounds == 1
+    assert build_run_config(overrides={"rounds": 1}).rounds == 1
 
 
 def test_every_field_has_help():
@@ -268,7 +289,10 @@ def test_cli_malformed_jsonl_line(tmp_path, tiny_model_dir, cache_dir):
         (("eval", "--no-such-flag"), "--no-such-flag"),
         (("eval", "--dtype", "int8"), "'int8' is not one of"),
         (("sample", "--k", "1"), "error: --k must be >= 2"),
-        (("run", "--set", "trainlr=1"), "error: --set expects section.key=value"),
+        (("run", "--set", "trainlr"), "error: --set expects [section.]key=value"),
+        (("run", "--set", "trainlr=1"), "error: config: unknown key(s) trainlr"),
+        (("run", "--round-anchor", "sideways"), "'sideways' is not one of 'base', 'previous'"),
+        (("run", "--set", "round_anchor=sideways"), "error: --round-anchor must be one of"),
         (("run", "--set", "train.lrr=1"), "error: train: unknown key(s) lrr"),
         (("run", "--config", "nope.yaml"), "error: config file not found: nope.yaml"),
     ],

@@ -37,6 +37,7 @@ def _sets(tmp_path, device: str) -> dict:
         "train": {"max_steps": 2, "batch_size": 4, "lora_r": 4, "lora_alpha": 8, "lr": 0.01},
         "eval": {"benchmarks": str(held_out), "k": 1, "max_new_tokens": 8},
         "report": False,
+        "rounds": 1,
     }
 
 
@@ -53,6 +54,24 @@ def test_every_stage_runs_on_cuda(tmp_path, digit_model_dir, cache_dir):
     assert all(s.get("peak_gpu_mib", 0) > 0 for s in manifest["stages"].values())
     assert (tmp_path / "gpu" / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list(iter_jsonl(tmp_path / "gpu" / "rollouts.jsonl"))) == 24
+
+
+def test_two_rounds_run_on_cuda(tmp_path, digit_model_dir, cache_dir):
+    """The default preset's shape: round 2 samples from round 1's merged policy and trains
+    against it, all on the GPU."""
+    from reasonmaxxer.config import build_run_config
+    from reasonmaxxer.method.pipeline import run
+
+    overrides = _sets(tmp_path, "cuda")
+    overrides["model"]["model"] = str(digit_model_dir)
+    overrides.update(rounds=2, round_anchor="previous")
+    manifest = run(build_run_config(overrides=overrides), tmp_path / "gpu")
+    round2 = {"round2/policy", "round2/sample", "round2/select", "round2/train"}
+    assert round2 <= set(manifest["stages"])
+    for name in ("round2/sample", "round2/select", "round2/train", "round2/eval_adapter"):
+        assert manifest["stages"][name].get("peak_gpu_mib", 0) > 0, name
+    assert [e["round"] for e in manifest["rounds"]] == [1, 2]
+    assert (tmp_path / "gpu" / "round2" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_entropies_and_step_loss_match_the_cpu(digit_model_dir):

@@ -353,7 +353,7 @@ def test_run_soak(tmp_path, digit_model_dir, cache_dir):
         "eval.max_new_tokens=8",
     ]
     config = tmp_path / "no-report.yaml"
-    config.write_text("report: false\n")
+    config.write_text("report: false\nrounds: 1\n")  # round 2's resume: tests/test_rounds.py
 
     def build(folder: Path) -> list[str]:
         args = ["run", "--config", str(config), "--model", str(digit_model_dir)]

@@ -25,7 +25,8 @@ OUT = Path("runs/x")
     [
         # adapter r-1 keeps training on the base; the base anchors: π_ref = adapter off
         ("adapter", "base", 2, ("base", "runs/x/adapter", "base", "runs/x/adapter", None)),
-        # ... anchored to the previous policy instead, which must be loaded apart
+        # ... anchored to the previous policy instead (the default), a model apart from the
+        # weights it trains on
         (
             "adapter",
             "previous",
@@ -136,23 +137,48 @@ def test_two_rounds_killed_between_rounds_and_resumed(
     a2 = json.loads((out / "round2" / "adapter" / "adapter_config.json").read_text())
     assert a1["r"] == a2["r"] == 4
     # Round 1 takes π_ref's log-probs from its selection (gate: all, π_ref is the base that
-    # select scored with). Round 2's selection was scored by the round-1 policy while π_ref is
-    # the base with the adapter off, so round 2 runs π_ref.
+    # select scored with). Round 2 anchors to round 1's policy by default, the model that
+    # sampled and scored round 2's selection, so it takes them from there too and loads no
+    # second model.
+    assert cfg.round_anchor == "previous"
     assert json.loads((out / "train.json").read_text())["reference"] == "stored"
+    assert json.loads((out / "round2" / "train.json").read_text())["reference"] == "stored"
+    assert r2["models"]["ref"] == str(out / "round2" / "policy")
+    # ... and those stored log-probs are the round-1 policy's, computed here by hand
+    row = next(iter_jsonl(out / "round2" / "selection.jsonl"))
+    ids = torch.tensor([row["prompt_ids"] + row["completion_ids"]])
+    with torch.no_grad():
+        logits = policy(ids).logits[0, len(row["prompt_ids"]) - 1 : -1].float()
+    want_logp = torch.log_softmax(logits, -1).gather(-1, ids[0, len(row["prompt_ids"]) :, None])
+    assert torch.allclose(torch.tensor(row["ref_logp"]), want_logp[:, 0], atol=1e-4)
+
+    # Anchored to the base instead, round 2 re-trains only, and runs π_ref (the base: the
+    # adapter off) every step: its selection was scored by round 1's policy, not the base.
+    r2 = _round2_retrained(out, {**overrides, "round_anchor": "base"})
+    assert "ref" not in r2["models"]
     assert json.loads((out / "round2" / "train.json").read_text())["reference"] == "forward"
 
     # Another round setting re-trains round 2 only: a fresh LoRA on the merged policy, with the
     # base loaded apart as π_ref.
-    cfg2 = stage_config(None, None, {**overrides, "round_from": "merged"})
+    r2 = _round2_retrained(out, {**overrides, "round_from": "merged", "round_anchor": "base"})
+    assert r2["models"]["ref"] == str(digit_model_dir)
+    assert json.loads((out / "round2" / "train.json").read_text())["reference"] == "forward"
+
+
+def _round2_retrained(out: Path, overrides: dict) -> dict:
+    """Run ``out`` again with ``overrides``, a round-2 training setting changed: round 2's
+    policy, rollouts and selection are reused, its training and eval run again. Returns the
+    new ``round.json``."""
+    from rich.console import Console
+
     buf = io.StringIO()
-    pipeline.run(cfg2, out, console=Console(file=buf, width=200))
+    pipeline.run(stage_config(None, None, overrides), out, console=Console(file=buf, width=200))
     log = buf.getvalue()
     for name in ("round2/policy", "round2/sample", "round2/select"):
         assert f"{name}: done already, skipped" in log
     for name in ("round2/train", "round2/eval_adapter"):
         assert f"{name}: done already" not in log
-    r2 = json.loads((out / "round2" / "round.json").read_text())
-    assert r2["models"]["ref"] == str(digit_model_dir)
+    return json.loads((out / "round2" / "round.json").read_text())
 
 
 def test_report_shows_accuracy_per_round_and_checkpoint_scores():

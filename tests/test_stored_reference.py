@@ -131,8 +131,12 @@ def test_stored_reference_only_without_kl_positions_and_for_the_same_forward(
     assert forward_key(other, "off") == forward_key(cfg, "off")
     assert reference_key(other, "off") != key
     assert not stored_reference(_selection(tok, key=reference_key(other, "off")), cfg)
-    # π_ref from another model folder, or a KL over the prompt too
-    assert not stored_reference(_selection(tok, key=key), cfg, ref_model=str(tiny_model_dir))
+    # π_ref a model folder of its own (a round anchored to the previous policy): the stored
+    # log-probs serve when that folder scored the rows, not when another one did
+    trained_on = _cfg(copy)  # the weights the adapter sits on: not π_ref
+    assert stored_reference(_selection(tok, key=key), trained_on, ref_model=str(tiny_model_dir))
+    assert not stored_reference(_selection(tok, key=key), cfg, ref_model=str(copy))
+    # a KL over the prompt too
     assert not stored_reference(_selection(tok, key=key), _cfg(tiny_model_dir, kl_scope="all"))
 
 

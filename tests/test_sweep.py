@@ -22,7 +22,15 @@ def test_a_variant_without_a_preset_is_the_default_plus_base_plus_overrides(swee
     want = as_given(build_run_config())
     want["select"]["gate"] = "random"
     want["train"]["lr"] = 3e-4
-    assert d == want
+    want["rounds"] = 1  # a variant is one round, though the default preset runs two
+    assert want != as_given(build_run_config()) and d == want
+
+
+def test_a_spec_asking_for_rounds_is_one_error_line(sweep):
+    for overrides, base in (({"rounds": 2}, {}), ({}, {"rounds": 3})):
+        with pytest.raises(SystemExit, match=r"^error: a sweep variant runs one round"):
+            sweep.variant_dict(overrides, base)
+    assert sweep.variant_dict({"rounds": 1}, {})["rounds"] == 1
 
 
 def test_a_preset_variant_is_that_preset_and_shares_the_default_rollouts(sweep):

@@ -367,8 +367,8 @@ class RunConfig:
         ("adapter", "merged"),
     )
     round_anchor: str = _f(
-        "base",
-        "round r >= 2 anchors (KL, π_ref) to the base or the previous round's policy",
+        "previous",
+        "round r >= 2 anchors (KL, π_ref) to the previous round's policy or the base",
         ("base", "previous"),
     )
 

@@ -36,14 +36,22 @@ PLAIN = run_defaults(plain_eval=True)
 
 
 def parse_sets(sets: tuple[str, ...]) -> dict:
-    """``--set train.lr=3e-4`` → ``{"train": {"lr": "3e-4"}}`` (types are checked by the config)."""
+    """``--set train.lr=3e-4`` → ``{"train": {"lr": "3e-4"}}``; a top-level field takes no
+    section (``--set round_anchor=base``). Types and names are checked by the config."""
     out: dict = {}
     for item in sets:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise UserError(f"--set expects section.key=value, got {item!r}")
-        key, value = item.split("=", 1)
+        key, eq, value = item.partition("=")
+        if not eq or not key or key.startswith(".") or key.endswith("."):
+            raise UserError(f"--set expects [section.]key=value, got {item!r}")
+        if "." not in key:
+            if isinstance(out.get(key), dict):
+                raise UserError(f"--set {item!r}: {key!r} is a section; name one of its keys")
+            out[key] = value
+            continue
         section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = value  # "none" switches an optional field off
+        if not isinstance(out.setdefault(section, {}), dict):
+            raise UserError(f"--set {item!r}: {section!r} is not a section")
+        out[section][name] = value  # "none" switches an optional field off
     return out
 
 
@@ -280,18 +288,18 @@ def train_cmd(run_dir, config, **kw) -> None:
     "--set",
     "sets",
     multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="override any config field, e.g. --set train.lr=3e-4",
+    metavar="[SECTION.]KEY=VALUE",
+    help="override any config field, e.g. --set train.lr=3e-4 or --set round_anchor=base",
 )
-@config_options(RunConfig, only=("rounds",), defaults=PACKAGED)
+@config_options(RunConfig, only=("rounds", "round_from", "round_anchor"), defaults=PACKAGED)
 @execution_options
-def run_cmd(config, out, model, preset, sets, rounds, **kw) -> None:
+def run_cmd(config, out, model, preset, sets, rounds, round_from, round_anchor, **kw) -> None:
     """The whole method from one YAML config: sample → select → train → eval → compare."""
     from ..method.pipeline import comparison_table, rounds_table, run
 
     overrides = parse_sets(sets)
-    if rounds is not None:
-        overrides["rounds"] = rounds
+    rounds_flags = {"rounds": rounds, "round_from": round_from, "round_anchor": round_anchor}
+    overrides.update({k: v for k, v in rounds_flags.items() if v is not None})
     if model:
         overrides.setdefault("model", {})["model"] = model
     overrides["model"] = {**overrides.get("model", {}), **pick(ModelConfig, kw)}

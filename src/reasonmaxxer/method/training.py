@@ -198,18 +198,23 @@ def _loss(logp, ref_logp, kl, batch: dict, decision, anchor, t):
 
 def stored_reference(rows: list[dict], cfg: RunConfig, ref_model: str | None = None) -> bool:
     """Whether ``train`` may take π_ref's log-probs from ``rows`` (``ref_logp``, stored by
-    ``select``) instead of running π_ref every step: π_ref is ``cfg.model`` with the adapter
-    off (no ``ref_model``), every row was scored by that model under the forward ``train``
-    would run (same model, weights, dtype and precision: ``ref_key``), and no position is
+    ``select``) instead of running π_ref every step: every row was scored by π_ref (``cfg.model``
+    with the adapter off, or the model folder ``ref_model``) under the forward ``train`` would
+    run (same model, weights, dtype and precision: ``ref_key``), and no position is
     KL-anchored (``kl_scope: completion`` and every completion token a decision point), so
-    π_ref's full distribution is never needed."""
+    π_ref's full distribution is never needed. A round anchored to the previous policy meets
+    it: that policy sampled and scored the round's rollouts."""
+    import dataclasses
+
     from .selection import reference_key
 
     t = cfg.train
-    if ref_model is not None or t.kl_scope != "completion":
+    if t.kl_scope != "completion":
         return False
     if any(len(r["decision"]) < len(r["completion_ids"]) or "ref_logp" not in r for r in rows):
         return False
+    if ref_model is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, model=ref_model))
     key = reference_key(cfg, t.autocast)
     return all(r.get("ref_key") == key for r in rows)
 
@@ -272,7 +277,7 @@ def train(
     torch.manual_seed(t.seed)
     rng = random.Random(t.seed)
     model, info = _policy_model(cfg, dist, init_adapter)
-    ref = _reference_model(cfg, dist, ref_model) if ref_model else None
+    ref = _reference_model(cfg, dist, ref_model) if ref_model and not stored else None
     _check_fits(model, rows, cfg)
     model.train()
     if t.gradient_checkpointing:
