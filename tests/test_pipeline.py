@@ -106,6 +106,7 @@ def test_run_pipeline_then_skip_then_rerun_changed_stages(tmp_path, digit_model_
     # manifest.json with the comparison, checked against the two samples.jsonl files.
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["stages"]) == set(STAGES)
+    assert manifest["final_adapter"] == "adapter" and "rounds" not in manifest
     # each stage's own peak RSS (the window is reset before it; test_runinfo checks that the
     # window and the process's peak across windows behave), and the process's peak, recorded
     rss = [manifest["stages"][s]["peak_rss_mib"] for s in STAGES]

@@ -127,6 +127,7 @@ def test_two_rounds_killed_between_rounds_and_resumed(
 
     # One manifest entry per round, the comparison of each against the same base eval.
     assert [e["round"] for e in manifest["rounds"]] == [1, 2]
+    assert manifest["final_adapter"] == "round2/adapter"
     assert manifest["rounds"][0]["comparison"] == manifest["comparison"]
     r2 = json.loads((out / "round2" / "round.json").read_text())
     assert r2["comparison"] == manifest["rounds"][1]["comparison"]
@@ -209,3 +210,26 @@ def test_report_shows_accuracy_per_round_and_checkpoint_scores():
     assert "<td>12 (kept)</td><td>0.30</td><td>50.0%</td><td>53</td>" in html
     assert "<td>6</td><td>0.15</td><td>40.0%</td>" in html
     assert rounds_and_checkpoints({}) == ""
+
+
+def test_the_printed_comparison_is_the_last_rounds():
+    from rich.console import Console
+
+    from reasonmaxxer.method.pipeline import comparison_table
+
+    def comp(adapter, gained, lost):
+        mc = {"gained": gained, "lost": lost, "n": 500, "p_value": 0.5}
+        return {"arith": {"n": 500, "base_pass@1": 0.324, "adapter_pass@1": adapter,
+                          "pass@1_mcnemar": mc}}  # fmt: skip
+
+    def printed(manifest) -> str:
+        buf = io.StringIO()
+        Console(file=buf, width=200).print(comparison_table(manifest))
+        return buf.getvalue()
+
+    one = {"comparison": comp(0.542, 136, 27)}
+    two = {**one, "rounds": [{"round": 1, **one}, {"round": 2, "comparison": comp(0.594, 163, 28)}]}
+    assert "base vs adapter" in printed(one) and "54.2%" in printed(one)
+    text = printed(two)
+    assert "base vs round 2's adapter" in text
+    assert "59.4%" in text and "+163/−28" in text and "54.2%" not in text

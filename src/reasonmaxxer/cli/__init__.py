@@ -314,7 +314,8 @@ def run_cmd(config, out, model, preset, sets, rounds, round_from, round_anchor, 
         console.print(rounds_table(manifest))
     if manifest.get("report"):
         console.print(f"report: {manifest['report']}")
-    console.print(f"run folder: {out} (manifest.json, config.yaml, adapter/)")
+    final = manifest.get("final_adapter", "adapter")
+    console.print(f"run folder: {out} (manifest.json, config.yaml; final adapter: {final}/)")
 
 
 @cli.command("benchmarks")

@@ -141,6 +141,8 @@ def run(cfg: RunConfig, out: str | Path, *, console=None) -> dict:
         },
         "provenance": provenance(),
     }
+    # the adapter of the last round, relative to the run folder: what the run produced
+    manifest["final_adapter"] = f"{rounds[-1]['dir']}/{ADAPTER}" if cfg.rounds > 1 else ADAPTER
     if cfg.rounds > 1:
         manifest["rounds"] = rounds
     # The manifest first: the report reads it, so the page always shows this run's numbers.
@@ -386,10 +388,13 @@ def _eval_summary(record: dict) -> dict:
 
 
 def comparison_table(manifest: dict):
+    """The base against the run's final adapter (the last round's, when there are rounds)."""
     from rich.table import Table
 
     primary = manifest.get("primary_metric", "pass@1")
-    table = Table(title=f"base vs adapter (held-out; significance on {primary})")
+    final = manifest["rounds"][-1] if manifest.get("rounds") else None
+    which = f"round {final['round']}'s adapter" if final else "adapter"
+    table = Table(title=f"base vs {which} (held-out; significance on {primary})")
     for col in (
         "benchmark",
         "n",
@@ -401,7 +406,7 @@ def comparison_table(manifest: dict):
         "bootstrap p",
     ):
         table.add_column(col, justify="left" if col == "benchmark" else "right")
-    for bench, e in manifest["comparison"].items():
+    for bench, e in (final or manifest)["comparison"].items():
         m = e["pass@1_mcnemar"]
         row = [
             bench,

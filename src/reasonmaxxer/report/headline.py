@@ -30,6 +30,15 @@ def section_headline(run: RunDir, figs: Figures) -> str:
                 f"<code>{esc(primary)}</code>. Greedy decoding; 95% Wilson intervals; "
                 "p from the exact McNemar test on paired problems.</p>"
             )
+        rounds = (run.manifest or {}).get("rounds") or []
+        if len(rounds) > 1:  # the page's per-problem sections read round 1's eval folders
+            parts.append(
+                note(
+                    f"This table and the sections below are round 1's adapter; the run's final "
+                    f"adapter is round {rounds[-1]['round']}'s ({rounds[-1]['dir']}/adapter), "
+                    "whose accuracy is in the per-round table under the plot."
+                )
+            )
         parts.append(_headline_table(benches, comparison, results))
         plot = headline_plot(benches, comparison, results, figs)
         cost = _cost_table(run)
