@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The float32 headline rows of issue 13 on the default task, three seeds each.
 #   bash benchmarks/headline_fp32.sh [WORK]        (default WORK: runs)
-# This script runs the steps one after another (~5 h on one core). On 2026-12-07 the same
-# commands ran two at a time by hand on a 2-core CPU, one thread each: GRPO beside the
-# ReasonMaxxer seeds, then the gate runs beside the last seed, then the held-out evals.
+# This script runs the steps one after another (~9 h on one core, three of them GRPO). On
+# 2026-12-07 the same commands ran two or three at a time by hand on a 2-core CPU, one thread
+# each: GRPO beside the ReasonMaxxer seeds, then the gate runs beside the last seed, then the
+# round-2 anchor runs, GRPO seeds 1 and 2 and the held-out evals.
 # Seed i = 0, 1, 2 moves sampling (42 + i), selection and training (i) together. Base greedy
 # eval does not depend on the seed: each run folder gets seed 42's copy and its stage record,
 # so it skips that stage. The paper's gate (entropy top 10%) reuses each seed's rollouts and
@@ -32,12 +33,31 @@ PY
 python benchmarks/vs_grpo.py --work "$W/vs" --out benchmarks/results/vs_grpo_fp32 \
     --grpo-minutes 60 --rounds 2 --grpo-args '--threads 1' --rm-args '--threads 1'
 
-# 2. Seeds 43 and 44 of the default with two rounds
+# 2. Seeds 43 and 44 with two rounds, round 2 anchored to the base (the default until
+#    2026-12-08; step 1's race ran that way too)
 for i in 1 2; do
   s=$((42 + i)); d=$W/seeds/s$s
   share "$d" "$W/vs/rm" eval_base
   mkdir -p "$d/eval"; [ -d "$d/eval/base" ] || cp -r "$W/vs/rm/eval/base" "$d/eval/base"
-  rm_ --out "$d" --rounds 2 --set sample.seed=$s --set select.seed=$i --set train.seed=$i
+  rm_ --out "$d" --rounds 2 --round-anchor base \
+      --set sample.seed=$s --set select.seed=$i --set train.seed=$i
+done
+
+# 2b. Round 2 anchored to round 1's policy (the default since 2026-12-08), on a copy of each
+#     seed's folder: round 1, round 2's policy, rollouts and selection are skipped as done
+#     (their stage keys do not include the anchor); round 2 trains and evaluates again. The
+#     committed numbers ran π_ref forward every step (code at 6d9d7c5); since 2026-12-08 round 2
+#     takes π_ref's log-probs from its selection instead (the same model scored it).
+for i in 0 1 2; do
+  s=$((42 + i)); src=$([ $i = 0 ] && echo "$W/vs/rm" || echo "$W/seeds/s$s")
+  d=$W/ablate/previous$([ $i = 0 ] || echo "_s$s")
+  if [ ! -d "$d" ]; then
+    mkdir -p "$W/ablate"; cp -r "$src" "$d"
+    (cd "$d/round2" && rm -rf adapter train_checkpoint eval train.json train_log.jsonl round.json)
+    rm -f "$d/manifest.json"
+  fi
+  rm_ --out "$d" --rounds 2 --round-anchor previous \
+      --set sample.seed=$s --set select.seed=$i --set train.seed=$i
 done
 
 # 3. The paper's gate on each seed's rollouts
@@ -50,6 +70,17 @@ for i in 0 1 2; do
       --set select.gate=entropy --set select.top_frac=0.1
 done
 
+# 3b. GRPO seeds 1 and 2: step 1's GRPO config (its config.yaml), the step count fixed at the
+#     73 steps seed 0 made in its 60-minute budget (two to three jobs shared the 2 cores, so a
+#     time budget would give each seed another step count), then the race's full eval
+for s in 1 2; do
+  g=$W/grpo_seeds/s$s
+  [ -f "$g/manifest.json" ] || reasonmaxxer grpo --config "$W/vs/grpo/config.yaml" --out "$g" \
+      --seed $s --max-steps 73 --max-minutes none --threads 1
+  [ -f "$g/eval_full/results.json" ] || reasonmaxxer eval --config "$W/vs/rm/config.yaml" \
+      --k 1 --threads 1 --adapter "$g/adapter" --out "$g/eval_full"
+done
+
 # 4. The same 500 problems in wordings no training style uses (arith style=heldout)
 ev() {
   [ -f "$W/heldout/$1/results.json" ] && return
@@ -58,40 +89,48 @@ ev() {
 }
 ev base
 ev grpo_s0 --adapter "$W/vs/grpo/adapter"
+for s in 1 2; do ev grpo_s$s --adapter "$W/grpo_seeds/s$s/adapter"; done
 for s in 42 43 44; do
   r=$([ $s = 42 ] && echo "$W/vs/rm" || echo "$W/seeds/s$s")
+  p=$W/ablate/previous$([ $s = 42 ] || echo "_s$s")
   ev default_s$s --adapter "$r/adapter"
   ev round2_s$s --adapter "$r/round2/adapter"
+  ev previous_s$s --adapter "$p/round2/adapter"
   ev gate10_s$s --adapter "$W/seeds/gate10_s$s/adapter"
 done
 
 # 5. The tables (benchmarks/results/headline_fp32/): on the eval problems the run evaluates
 #    (in-domain: the training style) and on the held-out wordings, each method against the base,
-#    then rounds, the paper's gate and GRPO against the default (Holm over each table's pairs)
+#    against one round, and against the default (two rounds, round 2 anchored to round 1's
+#    policy); Holm over each table's pairs
 R=("$W/vs/rm" "$W/seeds/s43" "$W/seeds/s44")
+P=("$W/ablate/previous" "$W/ablate/previous_s43" "$W/ablate/previous_s44")
 G=("$W/seeds/gate10_s42" "$W/seeds/gate10_s43" "$W/seeds/gate10_s44")
-inner() {  # the method groups on the run's own eval
-  echo --group default "${R[0]}/eval/adapter" "${R[1]}/eval/adapter" "${R[2]}/eval/adapter"
-  echo --group round2 "${R[0]}/round2/eval/adapter" "${R[1]}/round2/eval/adapter" \
-      "${R[2]}/round2/eval/adapter"
-  echo --group paper_gate "${G[0]}/eval/adapter" "${G[1]}/eval/adapter" "${G[2]}/eval/adapter"
-  echo --group grpo "$W/vs/grpo/eval_full"
-}
-outer() {  # the same on the held-out wordings
-  for m in default round2; do
-    echo --group $m "$W/heldout/${m}_s42" "$W/heldout/${m}_s43" "$W/heldout/${m}_s44"
-  done
-  echo --group paper_gate "$W/heldout/gate10_s42" "$W/heldout/gate10_s43" "$W/heldout/gate10_s44"
-  echo --group grpo "$W/heldout/grpo_s0"
-}
+GR=("$W/vs/grpo" "$W/grpo_seeds/s1" "$W/grpo_seeds/s2")
+inner=(  # the method groups on the run's own eval
+  --group rounds1 "${R[0]}/eval/adapter" "${R[1]}/eval/adapter" "${R[2]}/eval/adapter"
+  --group rounds2_base "${R[0]}/round2/eval/adapter" "${R[1]}/round2/eval/adapter"
+  "${R[2]}/round2/eval/adapter"
+  --group default "${P[0]}/round2/eval/adapter" "${P[1]}/round2/eval/adapter"
+  "${P[2]}/round2/eval/adapter"
+  --group paper_gate "${G[0]}/eval/adapter" "${G[1]}/eval/adapter" "${G[2]}/eval/adapter"
+  --group grpo "${GR[0]}/eval_full" "${GR[1]}/eval_full" "${GR[2]}/eval_full"
+)
+outer=()  # the same on the held-out wordings
+for m in default:rounds1 round2:rounds2_base previous:default gate10:paper_gate grpo:grpo; do
+  prefix=${m%%:*}; group=${m#*:}; runs=(s42 s43 s44)
+  [ "$prefix" = grpo ] && runs=(s0 s1 s2)
+  outer+=(--group "$group")
+  for r in "${runs[@]}"; do outer+=("$W/heldout/${prefix}_$r"); done
+done
 B=$W/vs/rm/eval/base
+HB=$W/heldout/base
 H=benchmarks/results/headline_fp32
-# shellcheck disable=SC2046  # the groups split into words on purpose
-{
-  python benchmarks/compare_evals.py --out $H/vs_base.json --against base \
-      --group base "$B" "$B" "$B" $(inner)
-  python benchmarks/compare_evals.py --out $H/vs_default.json --against default $(inner)
-  python benchmarks/compare_evals.py --out $H/heldout_vs_base.json --against base \
-      --group base "$W/heldout/base" "$W/heldout/base" "$W/heldout/base" $(outer)
-  python benchmarks/compare_evals.py --out $H/heldout_vs_default.json --against default $(outer)
-}
+for against in base rounds1 default; do
+  extra=(); [ $against = base ] && extra=(--group base "$B" "$B" "$B")
+  python benchmarks/compare_evals.py --out "$H/vs_$against.json" --against $against \
+      "${extra[@]}" "${inner[@]}"
+  extra=(); [ $against = base ] && extra=(--group base "$HB" "$HB" "$HB")
+  python benchmarks/compare_evals.py --out "$H/heldout_vs_$against.json" --against $against \
+      "${extra[@]}" "${outer[@]}"
+done
