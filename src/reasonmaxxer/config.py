@@ -484,6 +484,11 @@ def as_given(cfg: RunConfig) -> dict:
     return data
 
 
+def on_model(cfg: RunConfig, model: str) -> RunConfig:
+    """``cfg`` with ``model.model`` replaced by ``model`` (a round's policy or base, π_ref)."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, model=model))
+
+
 def identity(cfg: Any) -> dict:
     """``to_dict(cfg)`` without the execution settings (:data:`EXECUTION_FIELDS`): what a
     stage computes depends on this, so stage keys, resume checks and checkpoints use it."""

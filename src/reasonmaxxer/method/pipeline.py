@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import RunConfig, dump_yaml, from_dict, identity, load_yaml, to_dict
+from ..config import RunConfig, dump_yaml, from_dict, identity, load_yaml, on_model, to_dict
 from ..errors import UserError
 from ..eval.comparison import compare
 from ..eval.data import benchmark_fingerprints, load_benchmark, load_benchmarks
@@ -304,14 +304,14 @@ def _run_round(
     s_sample = stage(
         f"{rel}/sample",
         upstream,
-        lambda: sample(rdir, _on_model(cfg, m["policy"])),
+        lambda: sample(rdir, on_model(cfg, m["policy"])),
         f"{rel}/rollouts.jsonl",
     )
     select_key = {**upstream, "select": c["select"]}
     s_select = stage(
         f"{rel}/select",
         select_key,
-        lambda: select(rdir, _on_model(cfg, m["policy"])),
+        lambda: select(rdir, on_model(cfg, m["policy"])),
         f"{rel}/selection.jsonl",
     )
     train_key = _round_train_key(cfg, c["train"], select_key)
@@ -320,7 +320,7 @@ def _run_round(
         train_key,
         lambda: train(
             rdir,
-            _on_model(cfg, m["train_base"]),
+            on_model(cfg, m["train_base"]),
             init_adapter=m["init_adapter"],
             ref_model=m["ref"],
         ),
@@ -338,13 +338,6 @@ def _run_round(
     }
     atomic_write_json(rdir / "round.json", entry)
     return train_key, entry
-
-
-def _on_model(cfg: RunConfig, model: str) -> RunConfig:
-    """``cfg`` with ``model.model`` replaced by ``model`` (a round's policy or base)."""
-    import dataclasses
-
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, model=model))
 
 
 def _round_train_key(cfg: RunConfig, train: dict, select_key: dict) -> dict:
@@ -366,7 +359,7 @@ def _round_eval(r: int, cfg: RunConfig, rdir: Path, rel: str, stage, key: dict, 
         key,
         lambda: _eval_summary(
             evaluate(
-                _on_model(cfg, m["train_base"]).model,
+                on_model(cfg, m["train_base"]).model,
                 cfg.prompt,
                 cfg.eval,
                 rdir / "eval" / "adapter",

@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 
 from ..blocks import LoraSpec
-from ..config import RunConfig, identity, to_dict
+from ..config import RunConfig, identity, on_model, to_dict
 from ..engine import base_model, build_batch, shares_prefixes
 from ..errors import UserError
 from ..io import atomic_dir, atomic_write_json
@@ -204,8 +204,6 @@ def stored_reference(rows: list[dict], cfg: RunConfig, ref_model: str | None = N
     KL-anchored (``kl_scope: completion`` and every completion token a decision point), so
     π_ref's full distribution is never needed. A round anchored to the previous policy meets
     it: that policy sampled and scored the round's rollouts."""
-    import dataclasses
-
     from .selection import reference_key
 
     t = cfg.train
@@ -214,7 +212,7 @@ def stored_reference(rows: list[dict], cfg: RunConfig, ref_model: str | None = N
     if any(len(r["decision"]) < len(r["completion_ids"]) or "ref_logp" not in r for r in rows):
         return False
     if ref_model is not None:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, model=ref_model))
+        cfg = on_model(cfg, ref_model)
     key = reference_key(cfg, t.autocast)
     return all(r.get("ref_key") == key for r in rows)
 
