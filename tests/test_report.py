@@ -494,6 +494,50 @@ def test_rollouts_and_divergences_come_from_the_producers_files(full_run):
     assert "base top-5:" not in text and "top-5 next tokens." not in text
 
 
+def test_a_two_round_page_shows_the_final_rounds_adapter(full_run):
+    """With ``rounds`` in the manifest, the headline and the before/after examples are the last
+    round's adapter (``round2/eval/adapter``, its divergences), against round 1's base eval."""
+    _write_examples(full_run)  # round 1's divergences: q0 at character 8
+    base = [json.loads(x) for x in (full_run / "eval/base/samples.jsonl").read_text().splitlines()]
+    # Round 2 solves q0 and q1 (q1 as the base did), so nothing is newly failed: 3/3.
+    r2 = [
+        {**b, "completion": c, "extracted": c[-1], "correct": True}
+        for b, c in zip(base, ["3 + 4 =  7", "2 + 2 = 4", "1"], strict=True)
+    ]
+    _jsonl(full_run / "round2/eval/adapter/samples.jsonl", r2)
+    _json(
+        full_run / "round2/eval/adapter/results.json",
+        {"benchmarks": {"toy-eval": {"n": 3, "pass@1": 1.0, "pass@1_ci95": [0.44, 1.0]}}},
+    )
+    div = {"key": "k2", "benchmark": "toy-eval", "id": "q0", "char": 8, "token": 8,
+           "text": "8", "entropy": 0.625, "top5": [["8", 0.75], [" ", 0.125]]}  # fmt: skip
+    _jsonl(full_run / "round2/eval/divergences.jsonl", [div])
+    manifest = json.loads((full_run / "manifest.json").read_text())
+    one = manifest["comparison"]
+    mc = {"gained": 1, "lost": 0, "n": 3, "p_value": 1.0}
+    two = {"toy-eval": {**one["toy-eval"], "adapter_pass@1": 1.0, "pass@1_mcnemar": mc}}
+    manifest["rounds"] = [
+        {"round": 1, "dir": ".", "comparison": one},
+        {"round": 2, "dir": "round2", "comparison": two},
+    ]
+    _json(full_run / "manifest.json", manifest)
+
+    text = build_report(full_run).read_text()
+    head = text[text.index('<section id="headline">') : text.index('<section id="entropy">')]
+    assert "round 2&#x27;s adapter (round2/adapter), the run&#x27;s final one" in head
+    assert "+1 / −0" in head and "+1 / −1" not in head  # round 2's McNemar, not round 1's
+    examples = text[text.index('<section id="examples">') : text.index('<section id="analysis">')]
+    assert "round 2's adapter newly solves <b>1</b> and newly fails <b>0</b>" in examples
+    assert "Newly solved by round 2's adapter (1 of 1)" in examples
+    assert '3 + 4 = <mark class="div"> </mark><span class="after">7</span>' in examples
+    assert "base H = 0.62 nats" in examples  # round 2's divergence row, not round 1's 1.75
+    assert "1.75 nats" not in examples
+    # A round whose eval is missing (a run stopped in round 2): round 1 stays on the page.
+    (full_run / "round2/eval/adapter/results.json").unlink()
+    text = build_report(full_run).read_text()
+    assert "the run&#x27;s final one" not in text and "+1 / −1" in text
+
+
 def test_old_run_dir_without_examples_says_so(full_run):
     text = build_report(full_run, tokenizer=ToyTokenizer()).read_text()
     rollouts = text[text.index('<section id="rollouts">') : text.index('<section id="training">')]

@@ -128,6 +128,10 @@ def test_two_rounds_killed_between_rounds_and_resumed(
     # One manifest entry per round, the comparison of each against the same base eval.
     assert [e["round"] for e in manifest["rounds"]] == [1, 2]
     assert manifest["final_adapter"] == "round2/adapter"
+    # The report's divergences are the final round's, and its page says whose adapter it shows.
+    assert (out / "round2" / "eval" / "divergences.jsonl").is_file()
+    assert not (out / "eval" / "divergences.jsonl").exists()
+    assert "round 2&#x27;s adapter (round2/adapter)" in (out / "report.html").read_text()
     assert manifest["rounds"][0]["comparison"] == manifest["comparison"]
     r2 = json.loads((out / "round2" / "round.json").read_text())
     assert r2["comparison"] == manifest["rounds"][1]["comparison"]

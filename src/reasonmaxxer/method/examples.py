@@ -27,6 +27,7 @@ from ..io import atomic_write_jsonl, identity_hash, iter_jsonl
 
 EXAMPLES = "examples.jsonl"
 DIVERGENCES = "eval/divergences.jsonl"
+SAMPLES = "samples.jsonl"  # an eval folder's per-sample outputs
 EXAMPLE_PAIRS = 4  # problems in examples.jsonl: `report --max-examples 8` shows them all
 DIVERGENCE_EXAMPLES = 8  # newly solved and newly failed eval problems, each
 FRAGMENT = "·"  # shown for a token that is only part of a multi-byte character
@@ -272,18 +273,22 @@ def _example_row(r: dict, pair: int, counts: tuple[int, int]) -> dict:
 # --------------------------------------------------------------------------- divergences
 
 
-def write_divergences(run_dir: str | Path, cfg, n: int = DIVERGENCE_EXAMPLES) -> list[dict]:
-    """Write ``run_dir/eval/divergences.jsonl`` for the newly solved / newly failed eval
-    problems (up to ``n`` each); returns its rows. Loads the base model only when a row is
-    missing from an earlier file (same prompt and outputs); with no paired greedy samples
-    the file is not written."""
+def write_divergences(
+    run_dir: str | Path, cfg, n: int = DIVERGENCE_EXAMPLES, *, adapter_dir: str | Path = "."
+) -> list[dict]:
+    """Write ``run_dir/ADAPTER_DIR/eval/divergences.jsonl`` for the eval problems the adapter
+    evaluated in ``ADAPTER_DIR/eval/adapter`` (``round{N}`` for a later round's) newly solves
+    or newly fails against ``run_dir/eval/base`` (up to ``n`` each); returns its rows. Loads
+    the base model only when a row is missing from an earlier file (same prompt and outputs);
+    with no paired greedy samples the file is not written."""
     run_dir = Path(run_dir)
-    samples = [run_dir / "eval" / lab / "samples.jsonl" for lab in ("base", "adapter")]
+    where = run_dir / adapter_dir
+    samples = [run_dir / "eval" / "base" / SAMPLES, where / "eval" / "adapter" / SAMPLES]
     if not all(p.is_file() for p in samples):
         return []
     gb, ga = (greedy_by_key(_read(p)) for p in samples)
     chosen = [k for ks in choose_eval_examples(gb, ga, n).values() for k in ks]
-    path = run_dir / DIVERGENCES
+    path = where / DIVERGENCES
     old = {r.get("key"): r for r in _read(path)}
     base = SharedBase(cfg)
     out = []

@@ -268,7 +268,9 @@ def _write_report(cfg: RunConfig, out: Path, manifest: dict) -> None:
     from ..report import build_report
     from .examples import write_divergences
 
-    write_divergences(out, cfg)  # the base entropy and top-5 the report shows
+    # the base entropy and top-5 where the base and the final adapter diverge
+    rounds = manifest.get("rounds") or []
+    write_divergences(out, cfg, adapter_dir=rounds[-1]["dir"] if rounds else ".")
     manifest["report"] = str(build_report(out))
     atomic_write_json(out / "manifest.json", manifest)
 

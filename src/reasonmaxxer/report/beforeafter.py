@@ -10,7 +10,7 @@ from ..method.examples import choose_eval_examples, divergence, greedy_by_key
 from .html import esc, note, prompt_block, template_stripper
 from .rundir import RunDir
 
-TITLES = {"gained": "Newly solved by the adapter", "lost": "Newly failed by the adapter"}
+TITLES = {"gained": "Newly solved by {who}", "lost": "Newly failed by {who}"}
 
 
 def section_examples(run: RunDir, max_examples: int, *, top5: bool = True) -> str:
@@ -25,15 +25,17 @@ def section_examples(run: RunDir, max_examples: int, *, top5: bool = True) -> st
     recorded = run.divergences if top5 else {}
     strip = template_stripper([gb[k].get("prompt") or "" for k in keys])
     tau = (run.selection or {}).get("tau")
+    final = run.final_round
+    who = f"round {final['round']}'s adapter" if final else "the adapter"
     parts = [
-        f'<p class="lead">{len(keys)} paired problems: the adapter newly solves '
+        f'<p class="lead">{len(keys)} paired problems: {who} newly solves '
         f"<b>{len(every['gained'])}</b> and newly fails <b>{len(every['lost'])}</b> (greedy). "
         "The first character where the two outputs differ is marked; everything after it is "
         "tinted.</p>",
         divergence_note(run, chosen, recorded, top5),
     ]
     for kind, ks in chosen.items():
-        parts.append(f"<h3>{TITLES[kind]} ({len(ks)} of {len(every[kind])})</h3>")
+        parts.append(f"<h3>{TITLES[kind].format(who=who)} ({len(ks)} of {len(every[kind])})</h3>")
         if not ks:
             parts.append(note("None."))
         for k in ks:

@@ -30,15 +30,8 @@ def section_headline(run: RunDir, figs: Figures) -> str:
                 f"<code>{esc(primary)}</code>. Greedy decoding; 95% Wilson intervals; "
                 "p from the exact McNemar test on paired problems.</p>"
             )
-        rounds = (run.manifest or {}).get("rounds") or []
-        if len(rounds) > 1:  # the page's per-problem sections read round 1's eval folders
-            parts.append(
-                note(
-                    f"This table and the sections below are round 1's adapter; the run's final "
-                    f"adapter is round {rounds[-1]['round']}'s ({rounds[-1]['dir']}/adapter), "
-                    "whose accuracy is in the per-round table under the plot."
-                )
-            )
+        if final_round := run.final_round:
+            parts.append(note(final_round_note(final_round)))
         parts.append(_headline_table(benches, comparison, results))
         plot = headline_plot(benches, comparison, results, figs)
         cost = _cost_table(run)
@@ -53,6 +46,16 @@ def section_headline(run: RunDir, figs: Figures) -> str:
     parts.append("<h3>Cost</h3>")
     parts.append(_cost_table(run))
     return "".join(parts)
+
+
+def final_round_note(entry: dict) -> str:
+    """What a page of a run with several rounds shows of which round."""
+    return (
+        f"The base against round {entry['round']}'s adapter ({entry['dir']}/adapter), the "
+        "run's final one: this table and the before/after examples. The entropy, selection, "
+        "rollout and training sections are round 1's (the base's rollouts); each round's "
+        "accuracy is in the per-round table under the plot."
+    )
 
 
 def rounds_and_checkpoints(manifest: dict) -> str:

@@ -97,22 +97,41 @@ class RunDir:
         return self.jsonl(EXAMPLES)
 
     @cached_property
+    def final_round(self) -> dict | None:
+        """The manifest's entry of the run's last round (``run --rounds N``) when there are
+        several and its adapter was evaluated, else None: the headline and the before/after
+        examples then show that round's adapter, the run's final one."""
+        rounds = (self.manifest or {}).get("rounds") or []
+        if len(rounds) < 2 or not self.has(f"{rounds[-1]['dir']}/eval/adapter/results.json"):
+            return None
+        return rounds[-1]
+
+    @property
+    def final_rel(self) -> str:
+        """The folder, relative to the run dir, of the adapter the page shows (``.`` or
+        ``round{N}``)."""
+        return self.final_round["dir"] if self.final_round else "."
+
+    @cached_property
     def divergences(self) -> dict[tuple[str, str], dict]:
         """``(benchmark, id)`` → the base entropy and top-5 where base and adapter diverge."""
-        rows = self.jsonl(DIVERGENCES) or []
+        rows = self.jsonl(f"{self.final_rel}/{DIVERGENCES}") or []
         return {(r.get("benchmark"), str(r.get("id"))): r for r in rows}
 
     @cached_property
     def eval_dirs(self) -> dict[str, Path]:
-        """``{"base": dir, "adapter": dir}`` for the evals found.
+        """``{"base": dir, "adapter": dir}`` for the evals found; the adapter is the final
+        round's (:attr:`final_round`).
 
         A sweep variant dir has no ``eval/base``: the sweep evaluates the base once per eval
         config in a sibling ``eval-base-*`` folder, which is used when its recorded
         model/prompt/eval config is the one this run was evaluated with.
         """
         out = {}
-        for label in ("base", "adapter"):
-            d = self.path / "eval" / label
+        for label, d in (
+            ("base", self.path / "eval" / "base"),
+            ("adapter", self.path / self.final_rel / "eval" / "adapter"),
+        ):
             if (d / "results.json").is_file():
                 out[label] = d
         if "base" not in out:
@@ -133,8 +152,8 @@ class RunDir:
         return value if isinstance(value, dict) else {}
 
     def _eval_config(self) -> dict:
-        if self.has("eval/adapter/results.json"):
-            cfg = read_json(self.path / "eval/adapter/results.json").get("config")
+        if self.has(adapter := f"{self.final_rel}/eval/adapter/results.json"):
+            cfg = read_json(self.path / adapter).get("config")
             if cfg:
                 return cfg
         return {k: self.config.get(k) for k in ("model", "prompt", "eval") if k in self.config}
@@ -151,7 +170,10 @@ class RunDir:
 
     @cached_property
     def comparison(self) -> dict | None:
-        """Per-benchmark paired comparison: the manifest's, else recomputed from the samples."""
+        """Per-benchmark paired comparison (of the final round's adapter): the manifest's,
+        else recomputed from the samples."""
+        if self.final_round and self.final_round.get("comparison"):
+            return self.final_round["comparison"]
         if self.manifest and self.manifest.get("comparison"):
             return self.manifest["comparison"]
         dirs = self.eval_dirs
