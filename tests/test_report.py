@@ -521,8 +521,20 @@ def test_a_two_round_page_shows_the_final_rounds_adapter(full_run):
         {"round": 2, "dir": "round2", "comparison": two},
     ]
     _json(full_run / "manifest.json", manifest)
+    # Round 2 trained on stored π_ref log-probs: no KL in its log.
+    _jsonl(full_run / "round2/train_log.jsonl",
+           [{"step": s, "train/loss": 0.5 / s, "train/dec_logratio_pos": 0.02 * s,
+             "train/kl_all": None} for s in (1, 2, 3)])  # fmt: skip
+    _json(full_run / "round2/train.json", {"steps": 3, "reference": "stored"})
 
     text = build_report(full_run).read_text()
+    train = text[text.index('<section id="training">') : text.index('<section id="examples">')]
+    r1, r2 = train.split("<h3>Round 2</h3>")
+    assert "<h3>Round 1</h3>" in r1 and "5 logged steps" in r1 and "stored reference" not in r1
+    assert "3 logged steps" in r2 and "(stored reference): no position is KL-anchored" in r2
+    pngs = {p.name for p in (full_run / "report").glob("train_*.png")}
+    assert {"train_loss.png", "train_kl.png", "train_loss_round2.png"} <= pngs
+    assert "train_logratio_round2.png" in pngs and "train_kl_round2.png" not in pngs
     head = text[text.index('<section id="headline">') : text.index('<section id="entropy">')]
     assert "round 2&#x27;s adapter (round2/adapter), the run&#x27;s final one" in head
     assert "+1 / −0" in head and "+1 / −1" not in head  # round 2's McNemar, not round 1's

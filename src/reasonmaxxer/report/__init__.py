@@ -9,14 +9,16 @@ tokenizer: what it shows token by token, the producers wrote (``examples.jsonl``
 Sections, each replaced by a one-line note when its files are missing:
 
 1. Headline (:mod:`.headline`): base vs adapter greedy pass@1 per benchmark (95% CI, paired
-   McNemar p) and cost.
+   McNemar p), cost, and accuracy per round. With several rounds (``run --rounds N``) the
+   adapter here and in section 5 is the last round's (``round{N}/eval/adapter``).
 2. Entropy and selection (:mod:`.entropy`): base entropy histogram (nats, log y) with τ and
    the gated fraction; the training problems' pass-count histogram with the kept window shaded.
 3. Rollouts (:mod:`.rollouts`): a correct and a wrong rollout of the same problem, each token
    shaded by its base entropy, decision points outlined; hovering a token shows its entropy
    and the base model's top-5 next tokens.
 4. Training curves (:mod:`.curves`) from ``train_log.jsonl`` (loss terms, KL to base, decision
-   tokens moved up or down, and any periodic ``eval/*`` rows, as GRPO runs write them).
+   tokens moved up or down, and any periodic ``eval/*`` rows, as GRPO runs write them), each
+   round's under its own heading.
 5. Before/after (:mod:`.beforeafter`): eval problems the adapter newly solves and newly fails
    (greedy), with the first character where the two outputs diverge marked.
 6. Analysis files (``disagree.json``, ``intervene.json``, ``distill.json``) rendered as tables,

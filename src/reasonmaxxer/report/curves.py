@@ -44,7 +44,24 @@ def curve_series(log: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
 
 
 def section_training(run: RunDir, figs: Figures) -> str:
-    log = run.train_log
+    """Round 1's curves (the run folder's ``train_log.jsonl``), then each later round's
+    (``round{N}/train_log.jsonl``) under its own heading."""
+    later = [
+        (e["round"], e["dir"])
+        for e in ((run.manifest or {}).get("rounds") or [])[1:]
+        if run.has(f"{e['dir']}/train_log.jsonl")
+    ]
+    if not later:
+        return _round_curves(run.train_log, run.train, figs, "")
+    parts = ["<h3>Round 1</h3>", _round_curves(run.train_log, run.train, figs, "")]
+    for r, rel in later:
+        log, summary = run.jsonl(f"{rel}/train_log.jsonl"), run.json(f"{rel}/train.json")
+        parts += [f"<h3>Round {r}</h3>", _round_curves(log, summary, figs, f"_round{r}")]
+    return "".join(parts)
+
+
+def _round_curves(log: list[dict] | None, summary: dict | None, figs: Figures, suffix: str) -> str:
+    """One round's curve panels (PNG names end in ``suffix``) and last values."""
     if not log:
         return note("No train_log.jsonl in this run dir.")
     series = curve_series(log)
@@ -54,19 +71,27 @@ def section_training(run: RunDir, figs: Figures) -> str:
         keys = [k for k in series if k not in used and pred(k)]
         if keys:
             used.update(keys)
-            images.append(curve_plot(series, keys, name, title, figs))
+            images.append(curve_plot(series, keys, name + suffix, title, figs))
     rest = [k for k in series if k not in used]
     if rest:
-        images.append(small_multiples(series, rest[:12], figs))
+        images.append(small_multiples(series, rest[:12], figs, "train_other" + suffix))
     last = {k: ys[-1] for k, (_, ys) in series.items()}
     epoch = log[-1].get("epoch")
-    summary = (
+    summary_html = (
         f"<p>{len(log)} logged steps"
         + (f" (to epoch {fmt_num(epoch)})" if finite(epoch) else "")
         + ". Last value of each metric:</p>"
     )
+    if (summary or {}).get("reference") == "stored":
+        summary_html = (
+            note(
+                "π_ref's log-probs came from the selection (stored reference): no position is "
+                "KL-anchored, so no KL is computed; the log-ratio panel shows how far π moved."
+            )
+            + summary_html
+        )
     table_html = (
         f"<details><summary>last values ({len(last)} metrics)</summary>"
         f"{metric_table(sorted(last.items()))}</details>"
     )
-    return f'<div class="grid2">{"".join(images)}</div>{summary}{table_html}'
+    return f'<div class="grid2">{"".join(images)}</div>{summary_html}{table_html}'

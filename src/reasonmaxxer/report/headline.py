@@ -52,9 +52,9 @@ def final_round_note(entry: dict) -> str:
     """What a page of a run with several rounds shows of which round."""
     return (
         f"The base against round {entry['round']}'s adapter ({entry['dir']}/adapter), the "
-        "run's final one: this table and the before/after examples. The entropy, selection, "
-        "rollout and training sections are round 1's (the base's rollouts); each round's "
-        "accuracy is in the per-round table under the plot."
+        "run's final one: this table and the before/after examples. The training section has "
+        "every round's curves; the entropy, selection and rollout sections are round 1's "
+        "(the base's rollouts). Each round's accuracy is in the per-round table under the plot."
     )
 
 

@@ -243,7 +243,7 @@ def curve_plot(series: dict, keys: list[str], name: str, title: str, figs: Figur
     optimizer panel puts the second key (grad norm, 1e4 times the lr) on its own axis."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.0))
-    if name == "train_optim" and len(keys) == 2:
+    if name.startswith("train_optim") and len(keys) == 2:
         _plot_lines(ax, series, keys[:1])
         ax2 = ax.twinx()
         ax2.grid(False)
@@ -258,14 +258,14 @@ def curve_plot(series: dict, keys: list[str], name: str, title: str, figs: Figur
         ax2.spines["right"].set_visible(True)
     else:
         _plot_lines(ax, series, keys)
-    if name == "train_moved":
+    if name.startswith("train_moved"):
         ax.axhline(0.5, color="black", lw=0.8, ls=":")
         ax.set_ylim(0, 1)
     ax.set_title(title)
     return f'<figure class="plot">{figs.embed(fig, name, title)}</figure>'
 
 
-def small_multiples(series: dict, keys: list[str], figs: Figures) -> str:
+def small_multiples(series: dict, keys: list[str], figs: Figures, name: str = "train_other") -> str:
     """One small panel per key, three to a row (the metrics no curve group took)."""
     from matplotlib.ticker import MaxNLocator
 
@@ -281,4 +281,4 @@ def small_multiples(series: dict, keys: list[str], figs: Figures) -> str:
     for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
     fig.tight_layout()
-    return f'<figure class="plot wide">{figs.embed(fig, "train_other", "other metrics")}</figure>'
+    return f'<figure class="plot wide">{figs.embed(fig, name, "other metrics")}</figure>'
