@@ -1,5 +1,6 @@
-"""Kill soak: ``sample``, ``train`` and ``run`` killed with SIGKILL at 10 seeded random points
-each on tiny models, then resumed, end with exactly what an uninterrupted run makes.
+"""Kill soak: ``sample``, ``train`` and ``run`` (one round and two) killed with SIGKILL at 10
+seeded random points each on tiny models, then resumed, end with exactly what an uninterrupted
+run makes.
 
 Each command runs in a child forked from this (already warm) process and calling the real
 CLI entry point, so a kill can land anywhere in the work, not in interpreter start-up (a fresh
@@ -320,7 +321,10 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_run_soak(tmp_path, digit_model_dir, cache_dir):
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_run_soak(tmp_path, digit_model_dir, cache_dir, rounds):
+    """``rounds: 2`` (the default's shape): kills also land in round 2's policy merge,
+    sampling, selection, training and eval."""
     from safetensors.torch import load_file
 
     train = _jsonl(
@@ -353,7 +357,7 @@ def test_run_soak(tmp_path, digit_model_dir, cache_dir):
         "eval.max_new_tokens=8",
     ]
     config = tmp_path / "no-report.yaml"
-    config.write_text("report: false\nrounds: 1\n")  # round 2's resume: tests/test_rounds.py
+    config.write_text(f"report: false\nrounds: {rounds}\n")
 
     def build(folder: Path) -> list[str]:
         args = ["run", "--config", str(config), "--model", str(digit_model_dir)]
@@ -383,13 +387,31 @@ def test_run_soak(tmp_path, digit_model_dir, cache_dir):
             "config": yaml.safe_load((folder / "config.yaml").read_text()),
         }
         assert not (folder / "train_checkpoint").exists()
+        if rounds == 2:
+            r2 = folder / "round2"
+
+            def rows(path: Path) -> list[dict]:
+                # Round 2 samples from and is scored by `round2/policy` of this folder, so
+                # the hashes of its settings (the model's path among them) differ by episode.
+                drop = ("settings_hash", "ref_key")
+                return [{k: v for k, v in r.items() if k not in drop} for r in iter_jsonl(path)]
+
+            got |= {
+                "round2": [e["comparison"] for e in manifest["rounds"]],
+                "round2_rollouts": rows(r2 / "rollouts.jsonl"),
+                "round2_selection": rows(r2 / "selection.jsonl"),
+                "round2_samples": list(iter_jsonl(r2 / "eval" / "adapter" / "samples.jsonl")),
+                "round2_adapter": load_file(str(r2 / "adapter" / "adapter_model.safetensors")),
+            }
+            assert not (r2 / "train_checkpoint").exists()
         if reference:
             assert manifest["counts"]["train_steps"] == 6 and manifest["counts"]["rollouts"] == 24
             expected.update(got)
-        adapter, ref_adapter = got.pop("adapter"), expected["adapter"]
-        assert adapter.keys() == ref_adapter.keys()
-        for k, v in adapter.items():
-            assert v.equal(ref_adapter[k]), k
+        for name in ("adapter", "round2_adapter")[:rounds]:
+            adapter, ref_adapter = got.pop(name), expected[name]
+            assert adapter.keys() == ref_adapter.keys()
+            for k, v in adapter.items():
+                assert v.equal(ref_adapter[k]), (name, k)
         for key, value in got.items():
             assert value == expected[key], key
 
