@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The float32 headline rows of issue 13 on the default task, three seeds each.
 #   bash benchmarks/headline_fp32.sh [WORK]        (default WORK: runs)
-# This script runs the steps one after another (~9 h on one core, three of them GRPO). On
+# This script runs the steps one after another (~9 h on one core, three of them GRPO, and
+# ~4 h more for step 6's 14 gate arms). On
 # 2026-12-07 the same commands ran two or three at a time by hand on a 2-core CPU, one thread
 # each: GRPO beside the ReasonMaxxer seeds, then the gate runs beside the last seed, then the
 # round-2 anchor runs, GRPO seeds 1 and 2 and the held-out evals.
@@ -134,3 +135,25 @@ for against in base rounds1 default; do
   python benchmarks/compare_evals.py --out "$H/heldout_vs_$against.json" --against $against \
       "${extra[@]}" "${outer[@]}"
 done
+
+# 6. The gate calibration on seed 42's rollouts (benchmarks/results/gates_tau/, gates_frac/):
+# each entropy gate beside a random gate of the same share, and --preset paper; one variant per
+# process (two ran at a time by hand), then every pair in one table
+for spec in gates_tau gates_frac; do
+  variants=$(python -c "import sys, yaml; print(*yaml.safe_load(open(sys.argv[1]))['variants'])" \
+      "benchmarks/specs/$spec.yaml")
+  for v in $variants; do
+    python benchmarks/sweep.py "benchmarks/specs/$spec.yaml" --out "$W/$spec" \
+        --seed-from "$W/vs/rm" --only "$v"
+  done
+  python benchmarks/sweep.py "benchmarks/specs/$spec.yaml" --out "$W/$spec" --table-only
+done
+python benchmarks/gate_pairs.py --out benchmarks/results/gates_frac/pairs.json \
+  --pair "top 10%" "$W/seeds/gate10_s42" "$W/gates_frac/random-top10" \
+  --pair "top 20%" "$W/gates_frac/entropy-top20" "$W/gates_frac/random-top20" \
+  --pair "top 30%" "$W/gates_frac/entropy-top30" "$W/gates_frac/random-top30" \
+  --pair "τ 2.0" "$W/gates_tau/entropy-tau2.0" "$W/gates_tau/random-0.270" \
+  --pair "τ 1.4" "$W/gates_tau/entropy-tau1.4" "$W/gates_tau/random-0.408" \
+  --pair "τ 1.0" "$W/gates_tau/entropy-tau1.0" "$W/gates_tau/random-0.528" \
+  --pair "τ 0.5" "$W/gates_tau/entropy-tau0.5" "$W/gates_tau/random-0.696" \
+  --single "all tokens (gate: all)" "$W/vs/rm"
