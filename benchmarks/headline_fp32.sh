@@ -157,3 +157,24 @@ python benchmarks/gate_pairs.py --out benchmarks/results/gates_frac/pairs.json \
   --pair "τ 1.0" "$W/gates_tau/entropy-tau1.0" "$W/gates_tau/random-0.528" \
   --pair "τ 0.5" "$W/gates_tau/entropy-tau0.5" "$W/gates_tau/random-0.696" \
   --single "all tokens (gate: all)" "$W/vs/rm"
+
+# 7. A third round and round 2 as a fresh LoRA on the merged policy, on copies of seed 42's
+# default folder (step 2b), each with its held-out-wording eval; the race with rounds 1-3
+# (benchmarks/results/vs_grpo_fp32_rounds3/)
+mkdir -p "$W/rounds3" "$W/vs_r3"
+for d in r3 merged; do
+  [ -e "$W/rounds3/$d" ] || cp -a "$W/ablate/previous" "$W/rounds3/$d"
+done
+rm_ --out "$W/rounds3/r3" --rounds 3
+rm_ --out "$W/rounds3/merged" --rounds 2 --round-from merged
+held=(eval --config "$W/vs/rm/config.yaml" --k 1 --threads 1
+      --benchmarks arith:level=2,n=500,split=eval,style=heldout)
+[ -f "$W/heldout/round3_s42/results.json" ] || reasonmaxxer "${held[@]}" \
+    --adapter "$W/rounds3/r3/round3/adapter" --out "$W/heldout/round3_s42"
+[ -f "$W/heldout/merged_s42/results.json" ] || reasonmaxxer "${held[@]}" \
+    --model "$W/rounds3/merged/round2/policy" --adapter "$W/rounds3/merged/round2/adapter" \
+    --out "$W/heldout/merged_s42"
+ln -sfn ../vs/grpo "$W/vs_r3/grpo"
+ln -sfn ../rounds3/r3 "$W/vs_r3/rm"
+python benchmarks/vs_grpo.py --work "$W/vs_r3" --out benchmarks/results/vs_grpo_fp32_rounds3 \
+  --grpo-minutes 60 --rounds 3 --grpo-args '--threads 1' --rm-args '--threads 1'
