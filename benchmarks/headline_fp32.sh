@@ -35,7 +35,7 @@ python benchmarks/vs_grpo.py --work "$W/vs" --out benchmarks/results/vs_grpo_fp3
     --grpo-minutes 60 --rounds 2 --grpo-args '--threads 1' --rm-args '--threads 1'
 
 # 2. Seeds 43 and 44 with two rounds, round 2 anchored to the base (the default until
-#    2026-12-08; step 1's race ran that way too)
+#    2026-12-07; step 1's race ran that way too)
 for i in 1 2; do
   s=$((42 + i)); d=$W/seeds/s$s
   share "$d" "$W/vs/rm" eval_base
@@ -44,10 +44,10 @@ for i in 1 2; do
       --set sample.seed=$s --set select.seed=$i --set train.seed=$i
 done
 
-# 2b. Round 2 anchored to round 1's policy (the default since 2026-12-08), on a copy of each
+# 2b. Round 2 anchored to round 1's policy (the default since 2026-12-07), on a copy of each
 #     seed's folder: round 1, round 2's policy, rollouts and selection are skipped as done
 #     (their stage keys do not include the anchor); round 2 trains and evaluates again. The
-#     committed numbers ran π_ref forward every step (code at 6d9d7c5); since 2026-12-08 round 2
+#     committed numbers ran π_ref forward every step (code at 6d9d7c5); since 2026-12-07 round 2
 #     takes π_ref's log-probs from its selection instead (the same model scored it).
 for i in 0 1 2; do
   s=$((42 + i)); src=$([ $i = 0 ] && echo "$W/vs/rm" || echo "$W/seeds/s$s")
@@ -178,3 +178,31 @@ ln -sfn ../vs/grpo "$W/vs_r3/grpo"
 ln -sfn ../rounds3/r3 "$W/vs_r3/rm"
 python benchmarks/vs_grpo.py --work "$W/vs_r3" --out benchmarks/results/vs_grpo_fp32_rounds3 \
   --grpo-minutes 60 --rounds 3 --grpo-args '--threads 1' --rm-args '--threads 1'
+# ... and round 3 of seeds 43 and 44 (copies of step 2b's folders), against two rounds and GRPO
+for i in 1 2; do
+  s=$((42 + i)); d=$W/rounds3/r3_s$s
+  [ -e "$d" ] || cp -a "$W/ablate/previous_s$s" "$d"
+  rm_ --out "$d" --rounds 3 --round-anchor previous \
+      --set sample.seed=$s --set select.seed=$i --set train.seed=$i
+  [ -f "$W/heldout/round3_s$s/results.json" ] || reasonmaxxer "${held[@]}" \
+      --adapter "$d/round3/adapter" --out "$W/heldout/round3_s$s"
+done
+R3=(); H3=(); for s in "" _s43 _s44; do R3+=("$W/rounds3/r3$s/round3/eval/adapter"); done
+for s in 42 43 44; do H3+=("$W/heldout/round3_s$s"); done
+O=benchmarks/results/vs_grpo_fp32_rounds3
+python benchmarks/compare_evals.py --out $O/seeds_vs_default.json --against default \
+  --group default "${P[0]}/round2/eval/adapter" "${P[1]}/round2/eval/adapter" \
+  "${P[2]}/round2/eval/adapter" --group rounds3 "${R3[@]}"
+python benchmarks/compare_evals.py --out $O/heldout_seeds_vs_default.json --against default \
+  --group default "$W/heldout/previous_s42" "$W/heldout/previous_s43" "$W/heldout/previous_s44" \
+  --group rounds3 "${H3[@]}"
+python benchmarks/compare_evals.py --out $O/seeds_vs_grpo.json --against rounds3 \
+  --group rounds3 "${R3[@]}" --group grpo "${GR[0]}/eval_full" "${GR[1]}/eval_full" \
+  "${GR[2]}/eval_full"
+python benchmarks/compare_evals.py --out $O/heldout_seeds_vs_grpo.json --against rounds3 \
+  --group rounds3 "${H3[@]}" --group grpo "$W/heldout/grpo_s0" "$W/heldout/grpo_s1" \
+  "$W/heldout/grpo_s2"
+python benchmarks/compare_evals.py --out $O/seeds_vs_base.json --against base \
+  --group base "$B" "$B" "$B" --group rounds3 "${R3[@]}"
+python benchmarks/compare_evals.py --out $O/heldout_seeds_vs_base.json --against base \
+  --group base "$HB" "$HB" "$HB" --group rounds3 "${H3[@]}"

@@ -167,8 +167,8 @@ def variant_dict(overrides: dict, base: dict) -> dict:
     another), then the spec's ``base``, then the variant's other overrides.
 
     A variant is one round (:func:`run_variant` samples from the base, selects, trains and
-    evaluates once), so ``rounds`` is 1 whatever the preset says (the default preset runs two
-    since 2026-12-08); a spec that asks for more is an error."""
+    evaluates once), so ``rounds`` is 1 whatever the preset says (the default preset runs three
+    since 2026-12-07); a spec that asks for more is an error."""
     overrides = dict(overrides)
     preset = overrides.pop("preset", "default")
     if any(int(d.get("rounds", 1)) != 1 for d in (base, overrides)):

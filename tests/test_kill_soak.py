@@ -323,7 +323,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.mark.parametrize("rounds", [1, 2])
 def test_run_soak(tmp_path, digit_model_dir, cache_dir, rounds):
-    """``rounds: 2`` (the default's shape): kills also land in round 2's policy merge,
+    """``rounds: 2`` (a later round's shape): kills also land in round 2's policy merge,
     sampling, selection, training and eval."""
     from safetensors.torch import load_file
 

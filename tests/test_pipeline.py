@@ -39,7 +39,7 @@ def _sets(tmp_path) -> list[str]:
         [{"id": f"e{a}", "problem": f"Add {a} and {7 - a}.", "answer": "7"} for a in range(8)],
     )
     return [
-        "rounds=1",  # the default preset runs two; tests/test_rounds.py covers round 2
+        "rounds=1",  # the default preset runs three; tests/test_rounds.py covers round 2
         "model.gen_dtype=float32",
         "model.threads=1",
         f"sample.train={train}",

@@ -22,7 +22,7 @@ def test_a_variant_without_a_preset_is_the_default_plus_base_plus_overrides(swee
     want = as_given(build_run_config())
     want["select"]["gate"] = "random"
     want["train"]["lr"] = 3e-4
-    want["rounds"] = 1  # a variant is one round, though the default preset runs two
+    want["rounds"] = 1  # a variant is one round, though the default preset runs three
     assert want != as_given(build_run_config()) and d == want
 
 
