@@ -71,7 +71,7 @@ def _round_curves(log: list[dict] | None, summary: dict | None, figs: Figures, s
         keys = [k for k in series if k not in used and pred(k)]
         if keys:
             used.update(keys)
-            images.append(curve_plot(series, keys, name + suffix, title, figs))
+            images.append(curve_plot(series, keys, name, title, figs, file=name + suffix))
     rest = [k for k in series if k not in used]
     if rest:
         images.append(small_multiples(series, rest[:12], figs, "train_other" + suffix))

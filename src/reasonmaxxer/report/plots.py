@@ -238,12 +238,15 @@ def _plot_lines(ax, series: dict, keys: list[str]) -> None:
     ax.legend(loc="best")
 
 
-def curve_plot(series: dict, keys: list[str], name: str, title: str, figs: Figures) -> str:
-    """One training-curve panel of ``keys`` (each ``series[k] = (steps, values)``). The
-    optimizer panel puts the second key (grad norm, 1e4 times the lr) on its own axis."""
+def curve_plot(
+    series: dict, keys: list[str], name: str, title: str, figs: Figures, file: str | None = None
+) -> str:
+    """One training-curve panel of ``keys`` (each ``series[k] = (steps, values)``) of the curve
+    group ``name``, saved as ``FILE.png`` (default: the group's name). The optimizer panel
+    puts the second key (grad norm, 1e4 times the lr) on its own axis."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.0))
-    if name.startswith("train_optim") and len(keys) == 2:
+    if name == "train_optim" and len(keys) == 2:
         _plot_lines(ax, series, keys[:1])
         ax2 = ax.twinx()
         ax2.grid(False)
@@ -258,11 +261,11 @@ def curve_plot(series: dict, keys: list[str], name: str, title: str, figs: Figur
         ax2.spines["right"].set_visible(True)
     else:
         _plot_lines(ax, series, keys)
-    if name.startswith("train_moved"):
+    if name == "train_moved":
         ax.axhline(0.5, color="black", lw=0.8, ls=":")
         ax.set_ylim(0, 1)
     ax.set_title(title)
-    return f'<figure class="plot">{figs.embed(fig, name, title)}</figure>'
+    return f'<figure class="plot">{figs.embed(fig, file or name, title)}</figure>'
 
 
 def small_multiples(series: dict, keys: list[str], figs: Figures, name: str = "train_other") -> str:
